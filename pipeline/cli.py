@@ -14,6 +14,7 @@ import sys
 # command -> (module, function prefix, one-line help). The function names are
 # f"{prefix}add_arguments" and f"{prefix}run" so one module can hold several commands.
 COMMANDS: dict[str, tuple[str, str, str]] = {
+    "stamps": ("pipeline.config", "", "validate an experiment and refresh its per-stage stamps"),
     "data": ("pipeline.datasets", "", "turn a published dataset into a manifest table"),
     "designs": ("pipeline.designs", "", "print class counts per labelling design"),
     "folds": ("pipeline.folds", "", "write 5x2 cross-validation folds for a design"),

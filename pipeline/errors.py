@@ -7,3 +7,18 @@ the fix. The command line prints the message (no traceback) and exits with statu
 
 class PipelineError(Exception):
     """An error in the user's input or set-up, with a message that says how to fix it."""
+
+
+class WeightsUnavailable(PipelineError):
+    """Pretrained weights that cannot be found or downloaded here.
+
+    Attributes:
+        reason: what is missing, e.g. "ImageNet weights for vgg16 are not in the Keras cache and
+            cannot be downloaded offline".
+        fix: what to do, e.g. "place vgg16_weights_tf_dim_ordering_tf_kernels.h5 in ~/.keras/models".
+    """
+
+    def __init__(self, reason: str, fix: str):
+        super().__init__(f"{reason}. Fix: {fix}.")
+        self.reason = reason
+        self.fix = fix

@@ -1,0 +1,127 @@
+"""Benchmark of the image cache: decoding speed with and without reduced-scale JPEG decoding.
+
+Writes synthetic photographs as JPEGs in a temporary folder (6000x4000, the size of large ISIC
+images, and 1024x768, the size of the Interactive Atlas's), then measures images/s to 224x224:
+
+- ``load_image`` in one process, with and without ``Image.draft`` (``reduced_decode``);
+- ``build_image_cache`` on all cores, workers returning arrays vs writing into the memmap;
+- a second ``build_image_cache`` over the same files (hashing only, nothing decoded).
+
+Usage: ``python benchmarks/bench_images.py [--large 4] [--small 16] [--jobs -1] [--out FILE]``.
+Prints a markdown table; ``--out`` also writes it to a file.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from PIL import Image
+
+from pipeline.images import build_image_cache, load_image
+
+SIZE = (224, 224)
+
+
+def photo(width: int, height: int, seed: int) -> Image.Image:
+    """A photo-like RGB image: smooth colour fields, a dark blob and sensor noise."""
+    rng = np.random.default_rng(seed)
+    coarse = rng.integers(40, 220, size=(12, 18, 3), dtype=np.uint8)
+    base = Image.fromarray(coarse).resize((width, height), Image.Resampling.BICUBIC)
+    pixels = np.asarray(base, dtype=np.int16).copy()
+    y, x = np.ogrid[:height, :width]
+    blob = (x - width / 2) ** 2 / (width / 5) ** 2 + (y - height / 2) ** 2 / (height / 5) ** 2 < 1
+    pixels[blob] = pixels[blob] // 3
+    pixels += rng.integers(-6, 7, size=pixels.shape, dtype=np.int16)
+    return Image.fromarray(np.clip(pixels, 0, 255).astype(np.uint8))
+
+
+def make_jpegs(folder: Path, count: int, size: tuple[int, int], prefix: str) -> list[str]:
+    paths = []
+    for i in range(count):
+        path = folder / f"{prefix}{i:03d}.jpg"
+        photo(*size, seed=i + 1000 * len(prefix)).save(path, quality=92)
+        paths.append(str(path))
+    return paths
+
+
+def rate(seconds: float, n: int) -> str:
+    return f"{n / seconds:.1f}"
+
+
+def time_loads(paths: list[str], reduced: bool) -> float:
+    start = time.perf_counter()
+    for path in paths:
+        load_image(path, SIZE, reduced_decode=reduced)
+    return time.perf_counter() - start
+
+
+def manifest(paths: list[str]) -> pd.DataFrame:
+    ids = [Path(p).stem for p in paths]
+    return pd.DataFrame({"image": ids, "path": paths, "abspath": paths})
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--large", type=int, default=4, help="number of 6000x4000 JPEGs")
+    parser.add_argument("--small", type=int, default=16, help="number of 1024x768 JPEGs")
+    parser.add_argument("--jobs", type=int, default=-1, help="processes for the cache builds")
+    parser.add_argument("--out", type=Path, help="also write the markdown table here")
+    args = parser.parse_args(argv)
+
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = Path(tmp)
+        sets = {"6000x4000": make_jpegs(folder, args.large, (6000, 4000), "large"),
+                "1024x768": make_jpegs(folder, args.small, (1024, 768), "small")}
+        for name, paths in sets.items():
+            load_image(paths[0], SIZE)  # warm the imports and the file cache
+            for reduced in (False, True):
+                seconds = time_loads(paths, reduced)
+                label = "reduced-scale (draft)" if reduced else "full decode"
+                rows.append((f"load_image, {label}, 1 process", name, len(paths), seconds))
+            full = load_image(paths[0], SIZE, reduced_decode=False).astype(int)
+            fast = load_image(paths[0], SIZE).astype(int)
+            print(f"{name}: mean |draft - full| = {np.abs(full - fast).mean():.2f} (0-255 scale)")
+
+        every = sets["6000x4000"] + sets["1024x768"]
+        table = manifest(every)
+        # Start the worker processes once, so neither variant pays for it.
+        build_image_cache(manifest(every[-4:]), folder / "warm-up", SIZE, n_jobs=args.jobs,
+                          progress=False, chunk_size=1)
+        for workers_write in (False, True):
+            root = folder / f"cache-{workers_write}"
+            built = build_image_cache(table, root, SIZE, n_jobs=args.jobs, progress=False,
+                                      workers_write=workers_write, chunk_size=4)
+            how = "workers write memmap" if workers_write else "workers return arrays"
+            rows.append((f"build_image_cache, {how}, jobs={args.jobs}", "mixed", built.n_decoded,
+                         built.decode_seconds))
+        start = time.perf_counter()
+        again = build_image_cache(table, root, SIZE, n_jobs=args.jobs, progress=False)
+        seconds = time.perf_counter() - start
+        assert again.n_decoded == 0
+        rows.append(("second build (cache hit: hash files, open memmap)", "mixed", len(again),
+                     seconds))
+        start = time.perf_counter()
+        batch = again.get(again.ids)
+        rows.append(("read all rows from the cache (`get`)", "mixed", len(batch),
+                     time.perf_counter() - start))
+
+    lines = [f"Image decoding to {SIZE[0]}x{SIZE[1]} ({os.cpu_count()} CPU cores, "
+             f"{platform.processor() or platform.machine()}, Pillow {Image.__version__})", "",
+             "| case | source size | images | seconds | images/s |", "|---|---|---|---|---|"]
+    lines += [f"| {case} | {size} | {n} | {s:.2f} | {rate(s, n)} |" for case, size, n, s in rows]
+    text = "\n".join(lines) + "\n"
+    print(text)
+    if args.out:
+        args.out.write_text(text, encoding="utf-8")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,485 @@
+"""Dataset adapters: each published dataset, as downloaded, becomes one manifest table.
+
+The manifest (``manifest.csv``) is what every later stage reads. Columns, in order:
+``image, path, diagnosis, category, group, difficulty, age, sex, site``, then extra columns
+(``split`` for ISIC 2016, ``case_num`` for derm7pt...). ``image`` is a unique id, ``path`` the image
+file relative to the manifest's folder, ``diagnosis`` the published diagnosis, ``category`` its
+category from ``pipeline.vocabulary`` (the grade ``0``..``4`` for retinopathy), ``group`` the lesion
+or patient whose images must stay in one fold half (the image id when unknown). Unknown values are
+empty strings.
+
+Row numbers in error messages count the header as row 1, as a spreadsheet shows them.
+
+Command: ``python -m pipeline data --dataset NAME --root DIR --out manifest.csv [--keep-acral]
+[--no-check-images]``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+from pathlib import Path, PurePosixPath
+from typing import Callable, Sequence
+
+import pandas as pd
+
+from pipeline.cache import write_csv
+from pipeline.errors import PipelineError
+from pipeline.vocabulary import BENIGN, MELANOMA, categorize, categorize_levels, normalize
+
+MANIFEST_COLUMNS = ("image", "path", "diagnosis", "category", "group", "difficulty", "age", "sex",
+                    "site")
+GRADES = ("0", "1", "2", "3", "4")
+DIFFICULTIES = ("low", "medium", "high")
+_CATEGORIES = ("melanoma", "bcc", "benign") + GRADES
+_GENERIC_EXTENSIONS = ("", ".jpg", ".png", ".jpeg", ".tif")
+_SHOWN = 5  # how many offending rows an error message lists
+
+
+def _read_csv(path: Path, required: Sequence[str] = (), names: Sequence[str] | None = None
+              ) -> pd.DataFrame:
+    """Read a published CSV as strings (stripped), with ``_file`` and ``_row`` columns added.
+
+    ``names`` reads a file without a header. Blank lines are skipped but still counted, so ``_row``
+    is the row a spreadsheet shows.
+    """
+    if not path.is_file():
+        raise PipelineError(f"{path} not found: is --root the dataset's folder as published?")
+    try:
+        table = pd.read_csv(path, dtype=str, keep_default_na=False, skip_blank_lines=False,
+                            header=None if names else 0, names=names)
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
+        raise PipelineError(f"cannot read {path} as CSV: {exc}") from None
+    table.columns = [str(c).strip() for c in table.columns]
+    missing = [c for c in required if c not in table.columns]
+    if missing:
+        raise PipelineError(f"{path} has no column {missing[0]!r} (needed: {', '.join(required)}); "
+                            f"columns found: {', '.join(table.columns)}")
+    table = table.apply(lambda col: col.str.strip())
+    table["_row"] = range(1 if names else 2, len(table) + (1 if names else 2))
+    table["_file"] = str(path)
+    return table[(table.drop(columns=["_row", "_file"]) != "").any(axis=1)].reset_index(drop=True)
+
+
+class _Finder:
+    """Finds image files among candidate folders, listing each folder once (fast on 30k files)."""
+
+    def __init__(self) -> None:
+        self._listings: dict[Path, set[str]] = {}
+
+    def _names(self, folder: Path) -> set[str]:
+        if folder not in self._listings:
+            self._listings[folder] = set(os.listdir(folder)) if folder.is_dir() else set()
+        return self._listings[folder]
+
+    def find(self, names: Sequence[str], folders: Sequence[Path]) -> tuple[str, bool]:
+        """The first existing ``folder/name`` as (path, True), else (first candidate, False)."""
+        for folder in folders:
+            for name in names:
+                if name in self._names(folder):
+                    return str(folder / name), True
+        return str(folders[0] / names[0]), False
+
+
+def _where(row: dict) -> str:
+    return f"{row['_file']}, row {row['_row']}"
+
+
+def _age(value: str, row: dict) -> str:
+    """Ages as whole numbers when they are (``45.0`` -> ``45``); empty when unknown."""
+    if value in ("", "unknown"):
+        return ""
+    try:
+        number = float(value)
+    except ValueError:
+        raise PipelineError(f"age {value!r} in {_where(row)} is not a number; allowed: a number "
+                            "of years or empty") from None
+    return str(int(number)) if number.is_integer() else str(number)
+
+
+def _difficulty(value: str, row: dict) -> str:
+    if normalize(value) not in DIFFICULTIES + ("",):
+        raise PipelineError(f"difficulty {value!r} in {_where(row)} is not one of "
+                            f"{', '.join(DIFFICULTIES)} (or empty)")
+    return normalize(value)
+
+
+def _check_label(diagnosis: str, category: str, label: str, row: dict) -> None:
+    """A melanoma or BCC whose published label says benign is a contradiction, not a guess."""
+    if category != BENIGN and normalize(label) in ("benign", "0", "0.0"):
+        raise PipelineError(
+            f"{_where(row)}: diagnosis {diagnosis!r} is category {category!r} but the "
+            f"published label is {label!r}; fix the row or its entry in pipeline/vocabulary.py")
+
+
+def _rows(table: pd.DataFrame, make: Callable[[dict], dict]) -> pd.DataFrame:
+    """Apply ``make`` to every row of ``table`` (keeping ``_file``/``_row``) into a new frame."""
+    records = [{**make(row), "_file": row["_file"], "_row": row["_row"]}
+               for row in table.to_dict("records")]
+    columns = list(records[0]) if records else list(MANIFEST_COLUMNS) + ["_found", "_file", "_row"]
+    return pd.DataFrame.from_records(records, columns=columns)
+
+
+def derm7pt(root: Path, *, keep_acral: bool = False) -> pd.DataFrame:
+    """The derm7pt release: ``meta/meta.csv`` and ``images/``, dermoscopic images only.
+
+    ``image`` is the ``derm`` path without its extension (``NEL/Nel026``); ``group`` is
+    ``case_id`` when given (several images of one case); ``difficulty`` is
+    ``level_of_diagnostic_difficulty``; ``site`` is ``location``. Acral lesions are excluded as in
+    the paper unless ``keep_acral``; ``attrs["excluded"]["acral"]`` says how many.
+    """
+    meta = root / "meta" / "meta.csv"
+    table = _read_csv(meta, ("case_num", "diagnosis", "level_of_diagnostic_difficulty", "location",
+                             "sex", "derm", "case_id"))
+    acral = table["location"].map(normalize) == "acral"
+    excluded = 0 if keep_acral else int(acral.sum())
+    if not keep_acral:
+        table = table[~acral]
+    finder = _Finder()
+
+    def make(row: dict) -> dict:
+        if not row["derm"]:
+            raise PipelineError(f"{_where(row)} has no dermoscopic image (column 'derm' is empty)")
+        derm = PurePosixPath(row["derm"].replace("\\", "/"))
+        image = str(derm.with_suffix(""))
+        path, found = finder.find([derm.name], [root / "images" / derm.parent])
+        return dict(image=image, path=path, diagnosis=row["diagnosis"],
+                    category=categorize(row["diagnosis"], file=row["_file"], row=row["_row"]),
+                    group=row["case_id"] or image,
+                    difficulty=_difficulty(row["level_of_diagnostic_difficulty"], row),
+                    age="", sex=row["sex"], site=row["location"], case_num=row["case_num"],
+                    _found=found)
+
+    frame = _rows(table, make)
+    frame.attrs["excluded"] = {"acral": excluded}
+    return frame
+
+
+ISIC2016_FILES = {"train": ("ISBI2016_ISIC_Part3_Training_GroundTruth.csv",
+                            "ISBI2016_ISIC_Part3_Training_Data"),
+                  "test": ("ISBI2016_ISIC_Part3_Test_GroundTruth.csv",
+                           "ISBI2016_ISIC_Part3_Test_Data")}
+_ISIC2016_LABELS = {"benign": "benign", "malignant": "malignant", "0": "benign", "0.0": "benign",
+                    "1": "malignant", "1.0": "malignant"}
+
+
+def isic2016(root: Path) -> pd.DataFrame:
+    """ISIC 2016 Part 3: the training and test ground truths, official split kept in ``split``.
+
+    The test file's ``0.0``/``1.0`` are written as ``benign``/``malignant`` so both halves share
+    one diagnosis vocabulary; ``malignant`` is melanoma (Part 3 is melanoma vs not).
+    """
+    frames = []
+    finder = _Finder()
+    for split, (truth, folder) in ISIC2016_FILES.items():
+        table = _read_csv(root / truth, names=["image_id", "label"])
+        if len(table) and table["label"].iloc[0].lower() not in _ISIC2016_LABELS:
+            table = table.iloc[1:]  # a header row added by hand; the published files have none
+
+        def make(row: dict, split: str = split, folder: str = folder) -> dict:
+            word = _ISIC2016_LABELS.get(row["label"].lower())
+            if word is None or not row["image_id"]:
+                raise PipelineError(f"{_where(row)}: expected 'image_id,label' with label one of "
+                                    f"{', '.join(_ISIC2016_LABELS)}; got {row['image_id']!r}, "
+                                    f"{row['label']!r}")
+            path, found = finder.find([row["image_id"] + ".jpg"], [root, root / folder])
+            category = categorize(word, file=row["_file"], row=row["_row"], label=word,
+                                  malignant_means=MELANOMA)
+            return dict(image=row["image_id"], path=path, diagnosis=word, category=category,
+                        group=row["image_id"], difficulty="", age="", sex="", site="",
+                        split=split, _found=found)
+
+        frames.append(_rows(table, make))
+    return pd.concat(frames, ignore_index=True)
+
+
+ISIC2020_TABLES = ("train.csv", "ISIC_2020_Training_GroundTruth_v2.csv",
+                   "ISIC_2020_Training_GroundTruth.csv")
+
+
+def isic2020(root: Path) -> pd.DataFrame:
+    """ISIC 2020 ``train.csv``; images ``<image_name>.jpg`` in ``train/`` or ``jpeg/train/``.
+
+    ``group`` is ``patient_id``. The category must agree with ``target`` and
+    ``benign_malignant`` (in ISIC 2020, target 1 means melanoma).
+    """
+    csv = next((root / n for n in ISIC2020_TABLES if (root / n).is_file()), root / "train.csv")
+    table = _read_csv(csv, ("image_name", "patient_id", "sex", "age_approx",
+                            "anatom_site_general_challenge", "diagnosis", "benign_malignant",
+                            "target"))
+    finder = _Finder()
+    folders = [root / "train", root / "jpeg" / "train"]
+
+    def make(row: dict) -> dict:
+        target, label = row["target"], normalize(row["benign_malignant"])
+        if (target, label) not in (("0", "benign"), ("1", "malignant")):
+            raise PipelineError(f"{_where(row)}: target {target!r} and benign_malignant "
+                                f"{row['benign_malignant']!r} disagree; allowed: 0 with benign, "
+                                "1 with malignant")
+        category = categorize(row["diagnosis"], file=row["_file"], row=row["_row"], label=label)
+        if (category == MELANOMA) != (target == "1"):
+            raise PipelineError(
+                f"{_where(row)}: diagnosis {row['diagnosis']!r} is category {category!r} but "
+                f"target is {target} (in ISIC 2020 target 1 means melanoma); fix the row or its "
+                "entry in pipeline/vocabulary.py")
+        path, found = finder.find([row["image_name"] + ".jpg"], folders)
+        return dict(image=row["image_name"], path=path, diagnosis=row["diagnosis"],
+                    category=category, group=row["patient_id"] or row["image_name"],
+                    difficulty="", age=_age(row["age_approx"], row), sex=row["sex"],
+                    site=row["anatom_site_general_challenge"], target=target, _found=found)
+
+    return _rows(table, make)
+
+
+_ARCHIVE_LEVELS = ("diagnosis_5", "diagnosis_4", "diagnosis_3", "diagnosis_2", "diagnosis_1",
+                   "diagnosis")
+
+
+def isic_archive(root: Path) -> pd.DataFrame:
+    """ISIC Archive images downloaded by ``isic image download``: ``metadata.csv`` beside them.
+
+    The diagnosis is the flat ``diagnosis`` column (older exports) or ``diagnosis_1`` ..
+    ``diagnosis_5`` (newer; the most specific non-empty level is kept as ``diagnosis`` and the
+    category follows ``vocabulary.categorize_levels``). ``group`` is ``lesion_id``, else
+    ``patient_id``, else the image.
+    """
+    table = _read_csv(root / "metadata.csv", ("isic_id",))
+    levels = [c for c in _ARCHIVE_LEVELS if c in table.columns]
+    if not levels:
+        raise PipelineError(f"{root / 'metadata.csv'} has no diagnosis column (needed: "
+                            f"'diagnosis' or 'diagnosis_1' .. 'diagnosis_5'); columns found: "
+                            f"{', '.join(c for c in table.columns if not c.startswith('_'))}")
+    finder = _Finder()
+
+    def make(row: dict) -> dict:
+        values = [row[c] for c in levels if row[c]]
+        label = row.get("benign_malignant")  # None: this export publishes no label
+        category = categorize_levels(values, file=row["_file"], row=row["_row"], label=label)
+        _check_label(values[0], category, label or "", row)
+        path, found = finder.find([row["isic_id"] + ".jpg"], [root])
+        group = row.get("lesion_id", "") or row.get("patient_id", "") or row["isic_id"]
+        return dict(image=row["isic_id"], path=path, diagnosis=values[0], category=category,
+                    group=group, difficulty="", age=_age(row.get("age_approx", ""), row),
+                    sex=row.get("sex", ""), site=row.get("anatom_site_general", ""),
+                    benign_malignant=label or "", _found=found)
+
+    return _rows(table, make)
+
+
+def retinopathy(root: Path) -> pd.DataFrame:
+    """Kaggle Diabetic Retinopathy ``trainLabels.csv``; images ``<image>.jpeg`` in ``train/`` or root.
+
+    ``category`` is the grade ``0``..``4``; ``group`` the patient (both eyes stay together);
+    ``site`` the eye.
+    """
+    table = _read_csv(root / "trainLabels.csv", ("image", "level"))
+    finder = _Finder()
+
+    def make(row: dict) -> dict:
+        if row["level"] not in GRADES or not row["image"]:
+            raise PipelineError(f"{_where(row)}: level {row['level']!r} of image "
+                                f"{row['image']!r} is not one of {', '.join(GRADES)}")
+        eye = re.search(r"_(left|right)$", row["image"])
+        path, found = finder.find([row["image"] + ".jpeg"], [root / "train", root])
+        return dict(image=row["image"], path=path, diagnosis=f"grade {row['level']}",
+                    category=row["level"],
+                    group=row["image"][:eye.start()] if eye else row["image"], difficulty="",
+                    age="", sex="", site=eye.group(1) if eye else "", _found=found)
+
+    return _rows(table, make)
+
+
+def generic_csv(root: Path) -> pd.DataFrame:
+    """Any ``image,diagnosis[,group][,difficulty][,age][,sex][,site][,path]`` table.
+
+    ``root`` is the CSV file, or a folder holding exactly one. Without a ``path`` column, images
+    are ``<image>`` or ``<image>.jpg/.png/.jpeg/.tif`` in the CSV's folder; ``path`` values are
+    relative to that folder (or absolute).
+    """
+    csv = root
+    if root.is_dir():
+        found = sorted(root.glob("*.csv"))
+        if len(found) != 1:
+            raise PipelineError(f"--root {root} must be a CSV file or a folder holding exactly one "
+                                f"*.csv; found {len(found)}: {', '.join(p.name for p in found)}. "
+                                "Pass the CSV file itself.")
+        csv = found[0]
+    table = _read_csv(csv, ("image", "diagnosis"))
+    finder = _Finder()
+
+    def make(row: dict) -> dict:
+        def get(column: str) -> str:
+            return row.get(column, "")
+
+        if get("path"):
+            path = Path(csv.parent, get("path"))
+            path, found = str(path), path.is_file()
+        else:
+            path, found = finder.find([row["image"] + e for e in _GENERIC_EXTENSIONS], [csv.parent])
+        return dict(image=row["image"], path=path, diagnosis=row["diagnosis"],
+                    category=categorize(row["diagnosis"], file=row["_file"], row=row["_row"]),
+                    group=get("group") or row["image"],
+                    difficulty=_difficulty(get("difficulty"), row), age=_age(get("age"), row),
+                    sex=get("sex"), site=get("site"), _found=found)
+
+    return _rows(table, make)
+
+
+DATASETS: dict[str, Callable[..., pd.DataFrame]] = {
+    "derm7pt": derm7pt, "isic2016": isic2016, "isic2020": isic2020, "isic-archive": isic_archive,
+    "retinopathy": retinopathy, "csv": generic_csv,
+}
+
+
+def _check_unique(frame: pd.DataFrame) -> None:
+    repeated = frame[frame["image"].duplicated(keep=False)]
+    if len(repeated):
+        lines = [f"{image!r} in " + "; ".join(f"{f}, row {r}" for f, r in zip(g["_file"], g["_row"]))
+                 for image, g in list(repeated.groupby("image", sort=False))[:_SHOWN]]
+        raise PipelineError(f"{repeated['image'].nunique()} image ids appear more than once; each "
+                            "image must be listed once: " + " | ".join(lines))
+
+
+def _check_images(frame: pd.DataFrame) -> None:
+    missing = frame[~frame["_found"].astype(bool)]
+    if len(missing):
+        shown = "; ".join(f"{p} ({f}, row {r})"
+                          for p, f, r in zip(missing["path"], missing["_file"], missing["_row"])
+                          [:_SHOWN])
+        raise PipelineError(f"{len(missing)} of {len(frame)} image files are missing, e.g. {shown}. "
+                            "Check --root (the dataset's folder as published), or pass "
+                            "--no-check-images to write the manifest anyway.")
+
+
+def build_manifest(dataset: str, root: str | os.PathLike, *, keep_acral: bool = False,
+                   check_images: bool = True) -> pd.DataFrame:
+    """Turn a published dataset into the manifest table.
+
+    Args:
+        dataset: one of ``DATASETS``: derm7pt, isic2016, isic2020, isic-archive, retinopathy, csv.
+        root: the dataset's folder as published (for ``csv``: the CSV file or its folder).
+        keep_acral: derm7pt only: keep acral lesions, which the paper excludes.
+        check_images: fail when an image file is missing.
+
+    Returns:
+        One row per image, columns ``MANIFEST_COLUMNS`` then extras, all strings; ``path`` is
+        absolute. ``attrs`` holds ``dataset``, ``excluded`` (reason -> count) and
+        ``images_checked``.
+    """
+    if dataset not in DATASETS:
+        raise PipelineError(f"unknown dataset {dataset!r}. Known datasets: {', '.join(DATASETS)}.")
+    if keep_acral and dataset != "derm7pt":
+        raise PipelineError(f"--keep-acral applies to derm7pt only, not to {dataset!r}; drop it")
+    root = Path(root).absolute()
+    if not root.exists():
+        raise PipelineError(f"--root {root} does not exist")
+    options = {"keep_acral": keep_acral} if dataset == "derm7pt" else {}
+    frame = DATASETS[dataset](root, **options)
+    excluded = dict(frame.attrs.get("excluded", {}))
+    _check_unique(frame)
+    if check_images:
+        _check_images(frame)
+    extras = [c for c in frame.columns if c not in MANIFEST_COLUMNS and not c.startswith("_")]
+    frame = frame[list(MANIFEST_COLUMNS) + extras].astype(str).reset_index(drop=True)
+    frame.attrs = {"dataset": dataset, "excluded": excluded, "images_checked": check_images}
+    return frame
+
+
+def write_manifest(frame: pd.DataFrame, path: str | os.PathLike) -> None:
+    """Write a manifest atomically, image paths relative to the manifest's folder.
+
+    Args:
+        frame: manifest table (from ``build_manifest`` or ``read_manifest``); its ``abspath``
+            column, when present, is where the images are.
+        path: the CSV file to write.
+    """
+    path = Path(path)
+    missing = [c for c in MANIFEST_COLUMNS if c not in frame.columns]
+    if missing:
+        raise PipelineError(f"cannot write {path}: the table has no column {missing[0]!r}; "
+                            f"columns: {', '.join(frame.columns)}")
+    folder = path.parent.absolute()
+    out = frame.drop(columns=["abspath"], errors="ignore").copy()
+    source = frame["abspath"] if "abspath" in frame.columns else frame["path"]
+
+    def relative(value: str) -> str:
+        try:
+            return Path(os.path.relpath(os.path.abspath(value), folder)).as_posix()
+        except ValueError:  # another drive on Windows: keep it absolute
+            return Path(os.path.abspath(value)).as_posix()
+
+    out["path"] = [relative(v) for v in source]
+    extras = [c for c in out.columns if c not in MANIFEST_COLUMNS and not str(c).startswith("_")]
+    write_csv(path, out[list(MANIFEST_COLUMNS) + extras])
+
+
+def read_manifest(path: str | os.PathLike) -> pd.DataFrame:
+    """Read and validate a manifest.
+
+    Args:
+        path: ``manifest.csv`` written by ``write_manifest``.
+
+    Returns:
+        Every column as str (empty string = unknown), plus ``abspath``: the absolute image path.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise PipelineError(f"manifest {path} not found; write it with `python -m pipeline data "
+                            f"--dataset NAME --root DIR --out {path}`")
+    frame = pd.read_csv(path, dtype=str, keep_default_na=False)
+    missing = [c for c in MANIFEST_COLUMNS if c not in frame.columns]
+    if missing:
+        raise PipelineError(f"manifest {path} has no column {missing[0]!r}; needed: "
+                            f"{', '.join(MANIFEST_COLUMNS)}; columns found: "
+                            f"{', '.join(frame.columns)}")
+    rows = dict(range(2, len(frame) + 2))
+    for column, bad, allowed in (("image", frame["image"] == "", "a non-empty id"),
+                                 ("path", frame["path"] == "", "an image path"),
+                                 ("category", ~frame["category"].isin(_CATEGORIES),
+                                  ", ".join(_CATEGORIES))):
+        if bad.any():
+            first = int(bad.to_numpy().argmax())
+            raise PipelineError(f"manifest {path}, row {rows[first]}: {column} "
+                                f"{frame[column].iloc[first]!r} is not allowed; expected {allowed} "
+                                f"({int(bad.sum())} such rows)")
+    repeated = frame["image"].duplicated(keep=False).to_numpy()
+    if repeated.any():
+        shown = frame.loc[repeated, "image"].head(_SHOWN * 2)
+        raise PipelineError(f"manifest {path}: image ids must be unique; repeated: " + ", ".join(
+            f"{image!r} (row {rows[i]})" for i, image in shown.items()))
+    folder = path.parent.absolute()
+    frame["abspath"] = [os.path.normpath(os.path.join(folder, p)) for p in frame["path"]]
+    return frame
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--dataset", required=True, metavar="NAME",
+                        help=f"published format: {', '.join(DATASETS)}")
+    parser.add_argument("--root", required=True, help="the dataset's folder as published")
+    parser.add_argument("--out", required=True, help="manifest CSV to write")
+    parser.add_argument("--keep-acral", action="store_true",
+                        help="derm7pt: keep acral lesions (the paper excludes them)")
+    parser.add_argument("--no-check-images", dest="check_images", action="store_false",
+                        help="write the manifest even if image files are missing")
+
+
+def summary(frame: pd.DataFrame, out: str | os.PathLike) -> str:
+    """One paragraph: rows, per-category counts, groups, exclusions."""
+    counts = frame["category"].value_counts()
+    parts = ", ".join(f"{counts[c]} {c}" for c in _CATEGORIES if c in counts)
+    text = (f"{frame.attrs.get('dataset', 'manifest')}: wrote {len(frame)} images to {out} "
+            f"({parts}) in {frame['group'].nunique()} groups.")
+    for reason, count in frame.attrs.get("excluded", {}).items():
+        text += f" Excluded {count} {reason} lesions (--keep-{reason} keeps them)."
+    if not frame.attrs.get("images_checked", True):
+        text += " Image files were not checked (--no-check-images)."
+    return text
+
+
+def run(args: argparse.Namespace) -> int:
+    frame = build_manifest(args.dataset, args.root, keep_acral=args.keep_acral,
+                           check_images=args.check_images)
+    write_manifest(frame, args.out)
+    print(summary(frame, args.out))
+    return 0

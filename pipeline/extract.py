@@ -1,0 +1,195 @@
+"""Stage ``extract``: fc7 features of every image a cell needs, cached on disk.
+
+``python -m pipeline extract --config EXP`` runs every source network (cells without fine-tuning:
+all target images) and every fine-tuned network (its design's images, both halves) over the image
+cache and writes the feature layer's output (fc7 after ReLU, dropout off) to
+``features_cache/features/<key>/``: ``features.npy`` (float32, one row per image), ``images.txt``
+(the image ids in row order) and ``manifest.json`` (its inputs, written last). The key hashes the
+network's weights, the feature layer, the preprocessing (network and mean), the image cache entry
+and the image list, so an existing key is never recomputed. An interrupted extraction resumes from
+its last saved chunk. Reading the uint8 image cache and preprocessing run in a ``tf.data`` pipeline
+that prefetches the next batches while the current one is in the network.
+
+Writes ``features.csv``: ``source, finetune, design, repeat, train_half, entry`` (``design`` empty
+and ``repeat``/``train_half`` 0 for a source network shared by every design and fold).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from tqdm import tqdm
+
+from pipeline import artifacts, netstore
+from pipeline.cache import (entry_complete, finish_entry, hash_json, read_json, short_key,
+                            write_csv, write_json, write_text)
+from pipeline.config import load_config
+from pipeline.errors import PipelineError
+
+FEATURES = "features.npy"
+PARTIAL = "features.partial.npy"
+PROGRESS = "progress.json"
+CHUNK_BATCHES = 8  # batches between two progress saves
+
+
+def log(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
+def feature_key(net_entry: str | Path, images, ids: list[str]) -> dict:
+    """Everything that determines a feature entry, read from the network entry's manifest (so a
+    cached entry is found without building the network)."""
+    from pipeline.networks import get_network
+
+    net_entry = Path(net_entry)
+    info = read_json(net_entry / "manifest.json")
+    return {"digest": info["digest"], "network": info["network"],
+            "layer": get_network(info["network"]).feature_layer, "input_size": info["input_size"],
+            "width": info["width"], "mean": np.load(net_entry / "mean.npy").tolist(),
+            "images": images.key, "ids": hash_json(ids)}
+
+
+def extract_features(net: netstore.StoredNetwork, images, ids: list[str], entry: Path, *,
+                     batch_size: int = 32, progress: bool = True, stop_after_chunks: int | None = None
+                     ) -> Path:
+    """Compute the feature layer's output for ``ids`` into the cache entry ``entry``.
+
+    Args:
+        net: the network (``pipeline.netstore.load``).
+        images: the image cache (``pipeline.images.CachedImages``) holding every id.
+        ids: image ids, in the row order of the result.
+        entry: the entry folder; resumed when a partial result from an interrupted run is there.
+        batch_size: images per forward pass.
+        progress: show a progress bar.
+        stop_after_chunks: test hook: raise ``KeyboardInterrupt`` after this many saved chunks.
+
+    Returns:
+        ``entry``, complete: ``features.npy`` of shape (len(ids), feature width), float32.
+    """
+    import tensorflow as tf
+
+    from pipeline.networks import feature_model, preprocess
+
+    inputs = feature_key(net.entry, images, ids)
+    if entry_complete(entry):
+        return entry
+    entry.mkdir(parents=True, exist_ok=True)
+    fmodel = feature_model(net.model, net.spec)
+    width = int(fmodel.output_shape[-1])
+    rows = images.index_of(ids)
+    n = len(ids)
+    done = 0
+    partial = entry / PARTIAL
+    if partial.exists() and (entry / PROGRESS).exists():
+        state = read_json(entry / PROGRESS)
+        if state.get("key") == short_key(inputs) and state.get("shape") == [n, width]:
+            done = int(state["done"])
+    if done == 0:
+        out = np.lib.format.open_memmap(partial, mode="w+", dtype=np.float32, shape=(n, width))
+    else:
+        out = np.load(partial, mmap_mode="r+")
+        log(f"  resuming at image {done} of {n}")
+
+    mean = net.mean
+
+    def batches():
+        for start in range(done, n, batch_size):
+            yield np.asarray(images.images[rows[start:start + batch_size]])
+
+    shape = images.images.shape[1:]
+    dataset = (tf.data.Dataset.from_generator(
+        batches, output_signature=tf.TensorSpec((None, *shape), tf.uint8))
+        .map(lambda x: preprocess(net.spec, x, mean), num_parallel_calls=tf.data.AUTOTUNE)
+        .prefetch(2))
+    infer = tf.function(lambda x: fmodel(x, training=False), reduce_retracing=True)
+    position, chunks = done, 0
+    bar = tqdm(total=n, initial=done, unit="img", desc="  extract", disable=not progress,
+               file=sys.stderr)
+    for step, batch in enumerate(dataset, start=1):
+        values = infer(batch).numpy().astype(np.float32, copy=False)
+        out[position:position + len(values)] = values
+        position += len(values)
+        bar.update(len(values))
+        if step % CHUNK_BATCHES == 0 or position == n:
+            out.flush()
+            write_json(entry / PROGRESS, {"key": short_key(inputs), "shape": [n, width],
+                                          "done": position})
+            chunks += 1
+            if stop_after_chunks is not None and chunks >= stop_after_chunks and position < n:
+                bar.close()
+                raise KeyboardInterrupt(f"test hook: stopped after {chunks} chunks")
+    bar.close()
+    if position != n:
+        raise PipelineError(f"feature extraction into {entry} wrote {position} of {n} rows; rerun "
+                            "`make features` to resume.")
+    del out
+    os.replace(partial, entry / FEATURES)
+    write_text(entry / "images.txt", "\n".join(ids) + "\n")
+    (entry / PROGRESS).unlink()
+    finish_entry(entry, {**inputs, "n_images": n, "width": width})
+    return entry
+
+
+def load_features(entry: str | Path) -> tuple[np.ndarray, list[str]]:
+    """Read a feature entry: (array of shape (n_images, width), image ids in row order).
+
+    Memory-mapped, so a cell reads only the rows it needs. Does not import TensorFlow.
+    """
+    entry = Path(entry)
+    if not entry_complete(entry):
+        raise PipelineError(f"feature entry {entry} is missing or incomplete; run `make features`.")
+    ids = (entry / "images.txt").read_text(encoding="utf-8").split()
+    return np.load(entry / FEATURES, mmap_mode="r"), ids
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--config", required=True, help="experiment file, e.g. experiments/demo.toml")
+
+
+def run(args: argparse.Namespace) -> int:
+    from pipeline.designs import apply_design
+    from pipeline.images import build_image_cache
+    from pipeline.networks import select_device
+
+    config = load_config(args.config)
+    select_device()
+    table = artifacts.manifest(config)
+    size = netstore.architecture(config)["input_size"]
+    images = build_image_cache(table, config.cache_dir / "images", (size, size),
+                               crop_black_frame=config["data"]["crop_black_frame"])
+    jobs = []  # (row of features.csv without entry, network entry, ids)
+    sources = artifacts.networks(config)
+    for cell in (c for c in config.cells if not c.finetune):
+        if sources[cell.source]["status"] == "ok":
+            jobs.append(({"source": cell.source, "finetune": False, "design": "", "repeat": 0,
+                          "train_half": 0}, sources[cell.source]["entry"], table["image"].tolist()))
+    if any(c.finetune for c in config.cells):
+        finetuned = artifacts.read_index(config, "finetuned.csv")
+        design_ids = {d: apply_design(table, d)["image"].tolist() for d in config.designs}
+        for row in finetuned.itertuples():
+            jobs.append(({"source": row.source, "finetune": True, "design": row.design,
+                          "repeat": int(row.repeat), "train_half": int(row.train_half)},
+                         row.entry, design_ids[row.design]))
+    batch_size = config["extract"]["batch_size"]
+    rows, started, computed, n_images = [], time.perf_counter(), 0, 0
+    for number, (row, net_entry, ids) in enumerate(jobs, start=1):
+        entry = config.cache_dir / "features" / short_key(feature_key(net_entry, images, ids))
+        if not entry_complete(entry):
+            log(f"extract [{number}/{len(jobs)}] {row['source']}{'+ft' if row['finetune'] else ''} "
+                f"{row['design']} {row['repeat']}/{row['train_half']}: {len(ids)} images")
+            extract_features(netstore.load(net_entry), images, ids, entry, batch_size=batch_size)
+            computed += 1
+            n_images += len(ids)
+        rows.append({**row, "entry": str(entry)})
+    elapsed = time.perf_counter() - started
+    log(f"extract: {len(jobs)} feature entries, {computed} computed"
+        + (f" ({n_images / elapsed:.1f} images/s)" if computed else " (all cached)"))
+    write_csv(config.path_of("features.csv"), pd.DataFrame(
+        rows, columns=["source", "finetune", "design", "repeat", "train_half", "entry"]))
+    return 0

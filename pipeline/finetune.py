@@ -1,0 +1,111 @@
+"""Stage ``finetune``: one fine-tuned network per (source, design, repeat, training half).
+
+``python -m pipeline finetune --config EXP`` takes every cell with fine-tuning (``<source>+ft``),
+and for every design and fold strips the source network's last layer, adds a softmax with 2 or 3
+outputs and retrains the whole network on the fold's training half with the paper's recipe
+(``pipeline.train``). ``none+ft`` is therefore training from scratch on the target. Entries are
+keyed by the source network's weights, the training images and labels, the recipe and the seed
+(``pipeline.netstore``); finished ones are never retrained, and an interrupted run resumes from its
+last completed epoch. Writes ``finetuned.csv``: ``source, design, repeat, train_half, entry``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from pipeline import artifacts, netstore
+from pipeline.cache import entry_complete, hash_json, read_json, write_csv
+from pipeline.config import Config, load_config
+from pipeline.designs import get_design
+
+
+def log(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
+def train_halves(config: Config) -> tuple[int, ...]:
+    """Halves used for training: both in 5x2 (each half trains once), half 1 in an official split."""
+    return (1,) if config["folds"]["scheme"] == "official" else (1, 2)
+
+
+def finetune_one(config: Config, source_entry: Path, images, table: pd.DataFrame,
+                 train_ids: list[str], design: str, tag: str) -> Path:
+    """Fine-tune one network on ``train_ids`` (rows of ``table`` labelled by ``design``).
+
+    The source network is loaded afresh for every run, so no run starts from weights another run
+    has changed.
+    """
+    from pipeline.networks import preprocess, replace_head
+    from pipeline.train import compute_mean, train_classifier
+
+    classes = get_design(design).classes
+    labels = table.set_index("image").loc[train_ids, "y"].to_numpy()
+    pixels = images.get(train_ids)
+    info = read_json(Path(source_entry) / "manifest.json")
+    imagenet_derived = info["source"] in ("imagenet", "double")
+    mean = np.load(Path(source_entry) / "mean.npy") if imagenet_derived else compute_mean(pixels)
+    recipe = config.recipe("finetune")
+    key_inputs = {**netstore.architecture(config), "stage": "finetune",
+                  "source": info["source"], "source_digest": info["digest"],
+                  "design": design, "classes": list(classes), "images": images.key,
+                  "ids_labels": hash_json([train_ids, labels.tolist()]), "recipe": recipe.as_dict(),
+                  "seed": config.seed, "mean": np.asarray(mean).tolist()}
+    entry = netstore.entry_dir(config, key_inputs)
+    if entry_complete(entry):
+        log(f"finetune {tag}: cached")
+        return entry
+    log(f"finetune {tag}: {len(train_ids)} images, {recipe.epochs} epochs")
+    source_net = netstore.load(source_entry)
+    model = replace_head(source_net.model, source_net.spec, len(classes), seed=config.seed)
+    result = train_classifier(model, pixels, labels, recipe=recipe,
+                              preprocess=lambda x: preprocess(source_net.spec, x, mean),
+                              seed=config.seed, workdir=entry.with_name(entry.name + ".partial"),
+                              log=log)
+    netstore.save(entry, model, mean, {**key_inputs, "best_epoch": result.best_epoch,
+                                       "best_val_loss": result.best_val_loss,
+                                       "images_per_second": result.images_per_second})
+    netstore.remove_partial(entry)
+    return entry
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--config", required=True, help="experiment file, e.g. experiments/demo.toml")
+
+
+def run(args: argparse.Namespace) -> int:
+    from pipeline.designs import apply_design
+    from pipeline.images import build_image_cache
+    from pipeline.networks import select_device
+
+    config = load_config(args.config)
+    select_device()
+    sources = artifacts.networks(config)
+    table = artifacts.manifest(config)
+    size = netstore.architecture(config)["input_size"]
+    images = build_image_cache(table, config.cache_dir / "images", (size, size),
+                               crop_black_frame=config["data"]["crop_black_frame"])
+    rows = []
+    for cell in (c for c in config.cells if c.finetune):
+        if sources[cell.source]["status"] != "ok":
+            log(f"finetune {cell.name}: not run ({sources[cell.source]['reason']})")
+            continue
+        source_entry = Path(sources[cell.source]["entry"])
+        for design in config.designs:
+            labelled = apply_design(table, design)
+            folds = artifacts.folds(config, design, table)
+            for repeat in sorted(folds["repeat"].unique()):
+                for half in train_halves(config):
+                    ids = folds.loc[(folds["repeat"] == repeat) & (folds["half"] == half), "image"]
+                    tag = f"{cell.name} {design} repeat {repeat} half {half}"
+                    entry = finetune_one(config, source_entry, images, labelled, ids.tolist(), design,
+                                         tag)
+                    rows.append({"source": cell.source, "design": design, "repeat": int(repeat),
+                                 "train_half": half, "entry": str(entry)})
+    write_csv(config.path_of("finetuned.csv"),
+              pd.DataFrame(rows, columns=["source", "design", "repeat", "train_half", "entry"]))
+    return 0

@@ -1,0 +1,93 @@
+"""Networks in the content-keyed cache: ``features_cache/networks/<key>/``.
+
+An entry holds ``model.weights.h5`` (the whole model, head included), ``mean.npy`` (the RGB mean
+subtracted from its inputs: the ImageNet mean for ImageNet-derived networks, the training set's
+own mean otherwise, as in the paper) and ``manifest.json`` (written last: the network's name,
+input size, width, head size and everything its key hashes). The key of a trained network hashes
+the digest of its initial weights, the training images and labels, the recipe and the seed, so a
+change retrains exactly what it affects.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from pipeline.cache import atomic_path, entry_complete, finish_entry, read_json, save_npy, short_key
+from pipeline.config import Config
+from pipeline.errors import PipelineError
+
+
+@dataclass
+class StoredNetwork:
+    """A network loaded from the cache."""
+
+    model: object  # keras.Model
+    spec: object  # pipeline.networks.NetworkSpec
+    mean: np.ndarray  # shape (3,), RGB
+    entry: Path
+    info: dict
+
+
+def weights_digest(model) -> str:
+    """SHA-256 over every weight array of ``model`` in layer order (its identity for cache keys)."""
+    digest = hashlib.sha256()
+    for weight in model.weights:
+        value = np.ascontiguousarray(np.asarray(weight.numpy()))
+        digest.update(weight.path.encode() if hasattr(weight, "path") else b"")
+        digest.update(str(value.shape).encode())
+        digest.update(value.tobytes())
+    return digest.hexdigest()
+
+
+def architecture(config: Config) -> dict:
+    """The network settings of an experiment that every entry records."""
+    from pipeline.networks import get_network
+
+    spec = get_network(config["network"]["name"])
+    return {"network": spec.name, "input_size": config["network"]["input_size"] or spec.input_size,
+            "width": config["network"]["width"]}
+
+
+def entry_dir(config: Config, key_inputs: dict) -> Path:
+    """The cache folder of a network whose key hashes ``key_inputs``."""
+    return config.cache_dir / "networks" / short_key(key_inputs)
+
+
+def save(entry: Path, model, mean: np.ndarray, inputs: dict) -> Path:
+    """Write a network entry atomically (manifest last)."""
+    entry.mkdir(parents=True, exist_ok=True)
+    with atomic_path(entry / "model.weights.h5") as tmp:
+        model.save_weights(tmp)
+    save_npy(entry / "mean.npy", np.asarray(mean, dtype=np.float32).reshape(3))
+    finish_entry(entry, {**inputs, "classes": int(model.output_shape[-1]),
+                         "digest": weights_digest(model)})
+    return entry
+
+
+def load(entry: str | Path) -> StoredNetwork:
+    """Rebuild a network from its entry (architecture from the manifest, then its weights)."""
+    from pipeline.networks import build_network, get_network
+
+    entry = Path(entry)
+    if not entry_complete(entry):
+        raise PipelineError(f"network entry {entry} is missing or incomplete (no manifest.json); "
+                            "rerun `make pretrain` / `make finetune` to rebuild it.")
+    info = read_json(entry / "manifest.json")
+    spec = get_network(info["network"])
+    model = build_network(info["network"], weights=None, input_size=info["input_size"],
+                          width=info["width"], classes=info["classes"])
+    model.load_weights(entry / "model.weights.h5")
+    mean = np.load(entry / "mean.npy")
+    return StoredNetwork(model=model, spec=spec, mean=mean, entry=entry, info=info)
+
+
+def remove_partial(entry: Path) -> None:
+    """Delete the training work folder of an entry once the entry is complete."""
+    partial = entry.with_name(entry.name + ".partial")
+    if partial.exists():
+        shutil.rmtree(partial)
