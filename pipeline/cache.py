@@ -22,6 +22,8 @@ import numpy as np
 
 MANIFEST = "manifest.json"
 _CHUNK = 1 << 20
+_UMASK = os.umask(0)
+os.umask(_UMASK)
 
 
 def hash_bytes(data: bytes) -> str:
@@ -83,6 +85,7 @@ def atomic_path(path: str | os.PathLike, suffix: str | None = None) -> Iterator[
     fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=suffix or "".join(path.suffixes)
                                     or ".tmp", dir=path.parent)
     os.close(fd)
+    os.chmod(tmp_name, 0o666 & ~_UMASK)  # mkstemp makes 0600; results are meant to be shared
     tmp = Path(tmp_name)
     try:
         yield tmp

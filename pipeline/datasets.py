@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import os
 import re
+import warnings
 from pathlib import Path, PurePosixPath
 from typing import Callable, Sequence
 
@@ -47,10 +48,16 @@ def _read_csv(path: Path, required: Sequence[str] = (), names: Sequence[str] | N
     if not path.is_file():
         raise PipelineError(f"{path} not found: is --root the dataset's folder as published?")
     try:
-        table = pd.read_csv(path, dtype=str, keep_default_na=False, skip_blank_lines=False,
-                            header=None if names else 0, names=names)
-    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
-        raise PipelineError(f"cannot read {path} as CSV: {exc}") from None
+        with warnings.catch_warnings():  # a row longer than the header would lose data: refuse
+            warnings.simplefilter("error", pd.errors.ParserWarning)
+            table = pd.read_csv(path, dtype=str, keep_default_na=False, skip_blank_lines=False,
+                                header=None if names else 0, names=names, index_col=False)
+    except (pd.errors.ParserError, pd.errors.ParserWarning, pd.errors.EmptyDataError,
+            UnicodeDecodeError) as exc:
+        expected = ", ".join(names) if names else "the header's columns"
+        raise PipelineError(f"cannot read {path} as CSV: {exc}. Every row needs the fields "
+                            f"{expected}, no more") from None
+    table = table.fillna("")  # rows shorter than the header: the missing fields are empty
     table.columns = [str(c).strip() for c in table.columns]
     missing = [c for c in required if c not in table.columns]
     if missing:
@@ -68,18 +75,15 @@ class _Finder:
     def __init__(self) -> None:
         self._listings: dict[Path, set[str]] = {}
 
-    def _names(self, folder: Path) -> set[str]:
-        if folder not in self._listings:
-            self._listings[folder] = set(os.listdir(folder)) if folder.is_dir() else set()
-        return self._listings[folder]
-
     def find(self, names: Sequence[str], folders: Sequence[Path]) -> tuple[str, bool]:
         """The first existing ``folder/name`` as (path, True), else (first candidate, False)."""
         for folder in folders:
-            for name in names:
-                if name in self._names(folder):
-                    return str(folder / name), True
-        return str(folders[0] / names[0]), False
+            if folder not in self._listings:
+                self._listings[folder] = set(os.listdir(folder)) if folder.is_dir() else set()
+            found = next((n for n in names if n in self._listings[folder]), None)
+            if found is not None:
+                return os.path.join(folder, found), True
+        return os.path.join(folders[0], names[0]), False
 
 
 def _where(row: dict) -> str:
@@ -88,14 +92,12 @@ def _where(row: dict) -> str:
 
 def _age(value: str, row: dict) -> str:
     """Ages as whole numbers when they are (``45.0`` -> ``45``); empty when unknown."""
-    if value in ("", "unknown"):
-        return ""
     try:
-        number = float(value)
+        number = float(value) if value not in ("", "unknown") else None
     except ValueError:
         raise PipelineError(f"age {value!r} in {_where(row)} is not a number; allowed: a number "
                             "of years or empty") from None
-    return str(int(number)) if number.is_integer() else str(number)
+    return "" if number is None else str(int(number)) if number.is_integer() else str(number)
 
 
 def _difficulty(value: str, row: dict) -> str:
@@ -105,23 +107,16 @@ def _difficulty(value: str, row: dict) -> str:
     return normalize(value)
 
 
-def _check_label(diagnosis: str, category: str, label: str, row: dict) -> None:
-    """A melanoma or BCC whose published label says benign is a contradiction, not a guess."""
-    if category != BENIGN and normalize(label) in ("benign", "0", "0.0"):
-        raise PipelineError(
-            f"{_where(row)}: diagnosis {diagnosis!r} is category {category!r} but the "
-            f"published label is {label!r}; fix the row or its entry in pipeline/vocabulary.py")
-
-
 def _rows(table: pd.DataFrame, make: Callable[[dict], dict]) -> pd.DataFrame:
     """Apply ``make`` to every row of ``table`` (keeping ``_file``/``_row``) into a new frame."""
-    records = [{**make(row), "_file": row["_file"], "_row": row["_row"]}
-               for row in table.to_dict("records")]
+    names = list(table.columns)  # zip over lists: DataFrame.to_dict is slow on 100k-row tables
+    rows = (dict(zip(names, values)) for values in zip(*(table[c].tolist() for c in names)))
+    records = [{**make(row), "_file": row["_file"], "_row": row["_row"]} for row in rows]
     columns = list(records[0]) if records else list(MANIFEST_COLUMNS) + ["_found", "_file", "_row"]
     return pd.DataFrame.from_records(records, columns=columns)
 
 
-def derm7pt(root: Path, *, keep_acral: bool = False) -> pd.DataFrame:
+def _derm7pt(root: Path, *, keep_acral: bool = False) -> pd.DataFrame:
     """The derm7pt release: ``meta/meta.csv`` and ``images/``, dermoscopic images only.
 
     ``image`` is the ``derm`` path without its extension (``NEL/Nel026``); ``group`` is
@@ -164,7 +159,7 @@ _ISIC2016_LABELS = {"benign": "benign", "malignant": "malignant", "0": "benign",
                     "1": "malignant", "1.0": "malignant"}
 
 
-def isic2016(root: Path) -> pd.DataFrame:
+def _isic2016(root: Path) -> pd.DataFrame:
     """ISIC 2016 Part 3: the training and test ground truths, official split kept in ``split``.
 
     The test file's ``0.0``/``1.0`` are written as ``benign``/``malignant`` so both halves share
@@ -174,7 +169,9 @@ def isic2016(root: Path) -> pd.DataFrame:
     finder = _Finder()
     for split, (truth, folder) in ISIC2016_FILES.items():
         table = _read_csv(root / truth, names=["image_id", "label"])
-        if len(table) and table["label"].iloc[0].lower() not in _ISIC2016_LABELS:
+        first = table.iloc[0] if len(table) else None
+        if first is not None and first["label"].lower() not in _ISIC2016_LABELS \
+                and not re.match(r"ISIC_\d+$", first["image_id"]):
             table = table.iloc[1:]  # a header row added by hand; the published files have none
 
         def make(row: dict, split: str = split, folder: str = folder) -> dict:
@@ -198,7 +195,7 @@ ISIC2020_TABLES = ("train.csv", "ISIC_2020_Training_GroundTruth_v2.csv",
                    "ISIC_2020_Training_GroundTruth.csv")
 
 
-def isic2020(root: Path) -> pd.DataFrame:
+def _isic2020(root: Path) -> pd.DataFrame:
     """ISIC 2020 ``train.csv``; images ``<image_name>.jpg`` in ``train/`` or ``jpeg/train/``.
 
     ``group`` is ``patient_id``. The category must agree with ``target`` and
@@ -236,7 +233,7 @@ _ARCHIVE_LEVELS = ("diagnosis_5", "diagnosis_4", "diagnosis_3", "diagnosis_2", "
                    "diagnosis")
 
 
-def isic_archive(root: Path) -> pd.DataFrame:
+def _isic_archive(root: Path) -> pd.DataFrame:
     """ISIC Archive images downloaded by ``isic image download``: ``metadata.csv`` beside them.
 
     The diagnosis is the flat ``diagnosis`` column (older exports) or ``diagnosis_1`` ..
@@ -251,12 +248,19 @@ def isic_archive(root: Path) -> pd.DataFrame:
                             f"'diagnosis' or 'diagnosis_1' .. 'diagnosis_5'); columns found: "
                             f"{', '.join(c for c in table.columns if not c.startswith('_'))}")
     finder = _Finder()
+    known: dict[tuple, str] = {}  # (levels, label) -> category: the archive repeats a few hundred
 
     def make(row: dict) -> dict:
         values = [row[c] for c in levels if row[c]]
         label = row.get("benign_malignant")  # None: this export publishes no label
-        category = categorize_levels(values, file=row["_file"], row=row["_row"], label=label)
-        _check_label(values[0], category, label or "", row)
+        if (tuple(values), label) not in known:
+            category = categorize_levels(values, file=row["_file"], row=row["_row"], label=label)
+            if category != BENIGN and normalize(label or "") == "benign":  # a contradiction
+                raise PipelineError(
+                    f"{_where(row)}: diagnosis {values[0]!r} is category {category!r} but the "
+                    f"published label is {label!r}; fix the row or pipeline/vocabulary.py")
+            known[tuple(values), label] = category
+        category = known[tuple(values), label]
         path, found = finder.find([row["isic_id"] + ".jpg"], [root])
         group = row.get("lesion_id", "") or row.get("patient_id", "") or row["isic_id"]
         return dict(image=row["isic_id"], path=path, diagnosis=values[0], category=category,
@@ -267,8 +271,8 @@ def isic_archive(root: Path) -> pd.DataFrame:
     return _rows(table, make)
 
 
-def retinopathy(root: Path) -> pd.DataFrame:
-    """Kaggle Diabetic Retinopathy ``trainLabels.csv``; images ``<image>.jpeg`` in ``train/`` or root.
+def _retinopathy(root: Path) -> pd.DataFrame:
+    """Kaggle Diabetic Retinopathy ``trainLabels.csv``; images ``<image>.jpeg`` in train/ or root.
 
     ``category`` is the grade ``0``..``4``; ``group`` the patient (both eyes stay together);
     ``site`` the eye.
@@ -290,7 +294,7 @@ def retinopathy(root: Path) -> pd.DataFrame:
     return _rows(table, make)
 
 
-def generic_csv(root: Path) -> pd.DataFrame:
+def _generic_csv(root: Path) -> pd.DataFrame:
     """Any ``image,diagnosis[,group][,difficulty][,age][,sex][,site][,path]`` table.
 
     ``root`` is the CSV file, or a folder holding exactly one. Without a ``path`` column, images
@@ -309,46 +313,48 @@ def generic_csv(root: Path) -> pd.DataFrame:
     finder = _Finder()
 
     def make(row: dict) -> dict:
-        def get(column: str) -> str:
-            return row.get(column, "")
-
-        if get("path"):
-            path = Path(csv.parent, get("path"))
-            path, found = str(path), path.is_file()
+        if row.get("path"):
+            path, found = str(csv.parent / row["path"]), (csv.parent / row["path"]).is_file()
         else:
             path, found = finder.find([row["image"] + e for e in _GENERIC_EXTENSIONS], [csv.parent])
         return dict(image=row["image"], path=path, diagnosis=row["diagnosis"],
                     category=categorize(row["diagnosis"], file=row["_file"], row=row["_row"]),
-                    group=get("group") or row["image"],
-                    difficulty=_difficulty(get("difficulty"), row), age=_age(get("age"), row),
-                    sex=get("sex"), site=get("site"), _found=found)
+                    group=row.get("group") or row["image"],
+                    difficulty=_difficulty(row.get("difficulty", ""), row),
+                    age=_age(row.get("age", ""), row), sex=row.get("sex", ""),
+                    site=row.get("site", ""), _found=found)
 
     return _rows(table, make)
 
 
+# name -> adapter. An adapter takes the dataset's root folder (derm7pt also ``keep_acral``) and
+# returns the manifest columns with absolute paths, extra columns, and private columns ``_found``
+# (image file present), ``_file`` and ``_row`` (the source row, for error messages);
+# ``attrs["excluded"]`` counts rows left out on purpose. ``build_manifest`` checks and finishes it.
 DATASETS: dict[str, Callable[..., pd.DataFrame]] = {
-    "derm7pt": derm7pt, "isic2016": isic2016, "isic2020": isic2020, "isic-archive": isic_archive,
-    "retinopathy": retinopathy, "csv": generic_csv,
+    "derm7pt": _derm7pt, "isic2016": _isic2016, "isic2020": _isic2020,
+    "isic-archive": _isic_archive, "retinopathy": _retinopathy, "csv": _generic_csv,
 }
 
 
-def _check_unique(frame: pd.DataFrame) -> None:
+def _validate(frame: pd.DataFrame, check_images: bool) -> None:
+    """Image ids present and unique; image files present (when ``check_images``)."""
+    bad = frame[frame["image"] == ""]
+    if len(bad):
+        raise PipelineError(f"{_where(bad.iloc[0])} has no image id ({len(bad)} such rows)")
     repeated = frame[frame["image"].duplicated(keep=False)]
     if len(repeated):
-        lines = [f"{image!r} in " + "; ".join(f"{f}, row {r}" for f, r in zip(g["_file"], g["_row"]))
+        lines = [f"{image!r} in " + "; ".join(f"{file}, rows {', '.join(map(str, g2['_row']))}"
+                                              for file, g2 in g.groupby("_file", sort=False))
                  for image, g in list(repeated.groupby("image", sort=False))[:_SHOWN]]
-        raise PipelineError(f"{repeated['image'].nunique()} image ids appear more than once; each "
-                            "image must be listed once: " + " | ".join(lines))
-
-
-def _check_images(frame: pd.DataFrame) -> None:
-    missing = frame[~frame["_found"].astype(bool)]
+        raise PipelineError(f"image ids must be unique; {repeated['image'].nunique()} appear more "
+                            "than once: " + " | ".join(lines))
+    missing = frame[~frame["_found"].astype(bool)] if check_images else frame.iloc[:0]
     if len(missing):
-        shown = "; ".join(f"{p} ({f}, row {r})"
-                          for p, f, r in zip(missing["path"], missing["_file"], missing["_row"])
-                          [:_SHOWN])
-        raise PipelineError(f"{len(missing)} of {len(frame)} image files are missing, e.g. {shown}. "
-                            "Check --root (the dataset's folder as published), or pass "
+        shown = "; ".join(f"{row['path']} ({_where(row)})"
+                          for row in missing.head(_SHOWN).to_dict("records"))
+        raise PipelineError(f"{len(missing)} of {len(frame)} image files are missing, e.g. "
+                            f"{shown}. Check --root (the dataset's folder as published), or pass "
                             "--no-check-images to write the manifest anyway.")
 
 
@@ -377,9 +383,11 @@ def build_manifest(dataset: str, root: str | os.PathLike, *, keep_acral: bool = 
     options = {"keep_acral": keep_acral} if dataset == "derm7pt" else {}
     frame = DATASETS[dataset](root, **options)
     excluded = dict(frame.attrs.get("excluded", {}))
-    _check_unique(frame)
-    if check_images:
-        _check_images(frame)
+    if frame.empty:
+        dropped = ", ".join(f"{n} {reason} lesions" for reason, n in excluded.items() if n)
+        raise PipelineError(f"{dataset} at {root} lists no images"
+                            + (f" once {dropped} are excluded" if dropped else ""))
+    _validate(frame, check_images)
     extras = [c for c in frame.columns if c not in MANIFEST_COLUMNS and not c.startswith("_")]
     frame = frame[list(MANIFEST_COLUMNS) + extras].astype(str).reset_index(drop=True)
     frame.attrs = {"dataset": dataset, "excluded": excluded, "images_checked": check_images}
@@ -427,37 +435,26 @@ def read_manifest(path: str | os.PathLike) -> pd.DataFrame:
     if not path.is_file():
         raise PipelineError(f"manifest {path} not found; write it with `python -m pipeline data "
                             f"--dataset NAME --root DIR --out {path}`")
-    frame = pd.read_csv(path, dtype=str, keep_default_na=False)
-    missing = [c for c in MANIFEST_COLUMNS if c not in frame.columns]
-    if missing:
-        raise PipelineError(f"manifest {path} has no column {missing[0]!r}; needed: "
-                            f"{', '.join(MANIFEST_COLUMNS)}; columns found: "
-                            f"{', '.join(frame.columns)}")
-    rows = dict(range(2, len(frame) + 2))
-    for column, bad, allowed in (("image", frame["image"] == "", "a non-empty id"),
-                                 ("path", frame["path"] == "", "an image path"),
-                                 ("category", ~frame["category"].isin(_CATEGORIES),
+    table = _read_csv(path, MANIFEST_COLUMNS)
+    _validate(table, check_images=False)
+    for column, bad, allowed in (("path", table["path"] == "", "an image path"),
+                                 ("category", ~table["category"].isin(_CATEGORIES),
                                   ", ".join(_CATEGORIES))):
         if bad.any():
-            first = int(bad.to_numpy().argmax())
-            raise PipelineError(f"manifest {path}, row {rows[first]}: {column} "
-                                f"{frame[column].iloc[first]!r} is not allowed; expected {allowed} "
-                                f"({int(bad.sum())} such rows)")
-    repeated = frame["image"].duplicated(keep=False).to_numpy()
-    if repeated.any():
-        shown = frame.loc[repeated, "image"].head(_SHOWN * 2)
-        raise PipelineError(f"manifest {path}: image ids must be unique; repeated: " + ", ".join(
-            f"{image!r} (row {rows[i]})" for i, image in shown.items()))
+            raise PipelineError(f"{_where(table[bad].iloc[0])}: {column} "
+                                f"{table.loc[bad, column].iloc[0]!r} is not allowed; expected "
+                                f"{allowed} ({int(bad.sum())} such rows)")
     folder = path.parent.absolute()
-    frame["abspath"] = [os.path.normpath(os.path.join(folder, p)) for p in frame["path"]]
-    return frame
+    table["abspath"] = [os.path.normpath(os.path.join(folder, p)) for p in table["path"]]
+    return table.drop(columns=["_row", "_file"])
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--dataset", required=True, metavar="NAME",
-                        help=f"published format: {', '.join(DATASETS)}")
-    parser.add_argument("--root", required=True, help="the dataset's folder as published")
-    parser.add_argument("--out", required=True, help="manifest CSV to write")
+    parser.add_argument("--config", help="experiment file: run its `data` stage (manifest.csv, "
+                        "image cache, retinopathy_manifest.csv); replaces the options below")
+    parser.add_argument("--dataset", metavar="NAME", help=f"published format: {', '.join(DATASETS)}")
+    parser.add_argument("--root", help="the dataset's folder as published")
+    parser.add_argument("--out", help="manifest CSV to write")
     parser.add_argument("--keep-acral", action="store_true",
                         help="derm7pt: keep acral lesions (the paper excludes them)")
     parser.add_argument("--no-check-images", dest="check_images", action="store_false",
@@ -471,13 +468,29 @@ def summary(frame: pd.DataFrame, out: str | os.PathLike) -> str:
     text = (f"{frame.attrs.get('dataset', 'manifest')}: wrote {len(frame)} images to {out} "
             f"({parts}) in {frame['group'].nunique()} groups.")
     for reason, count in frame.attrs.get("excluded", {}).items():
-        text += f" Excluded {count} {reason} lesions (--keep-{reason} keeps them)."
+        text += f" Excluded {count} {reason} lesions" + (f" (--keep-{reason} keeps them)."
+                                                         if count else ".")
     if not frame.attrs.get("images_checked", True):
         text += " Image files were not checked (--no-check-images)."
     return text
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.config:
+        from pipeline.config import load_config
+        from pipeline.prepare import prepare_data
+
+        given = [f"--{k.replace('_', '-')}" for k in ("dataset", "root", "out") if getattr(args, k)]
+        if given or args.keep_acral or not args.check_images:
+            raise PipelineError(f"--config takes the dataset from the experiment file; "
+                                f"{', '.join(given) or 'the other options'} would do nothing. Set "
+                                "them in its [data] section instead.")
+        prepare_data(load_config(args.config))
+        return 0
+    missing = [f"--{k}" for k in ("dataset", "root", "out") if not getattr(args, k)]
+    if missing:
+        raise PipelineError(f"`data` needs --dataset, --root and --out (or --config EXP); missing "
+                            f"{', '.join(missing)}.")
     frame = build_manifest(args.dataset, args.root, keep_acral=args.keep_acral,
                            check_images=args.check_images)
     write_manifest(frame, args.out)

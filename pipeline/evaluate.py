@@ -1,16 +1,13 @@
 """Evaluation: metrics of one run and statistics over the 5x2 runs.
 
-Metrics of one run (a classifier's scores on one test half): AUC, average precision, accuracy,
-sensitivity, specificity and F1 for two classes; for the 3-class design the paper's mean of the
-one-vs-one AUCs, the reference code's macro one-vs-rest AUC, and melanoma-vs-rest operating-point
-metrics. Statistics over runs: Student's t confidence intervals, a stratified bootstrap for a single
-split, and the 5x2cv paired t test (Dietterich 1998) and combined F test (Alpaydin 1999) to compare
-two cells of Table 1.
+Metrics of one run (scores on one test half): AUC, average precision, accuracy, sensitivity,
+specificity, F1; for the 3-class design also the paper's one-vs-one mean AUC and the reference
+code's macro one-vs-rest AUC. Statistics: Student's t intervals over runs, a stratified bootstrap
+for a single split, and the 5x2cv t test (Dietterich 1998) and F test (Alpaydin 1999) between cells.
 
-Convention throughout: ``y`` holds class indices 0..k-1 into ``classes`` (the ``y`` column that
-``pipeline.designs.apply_design`` adds) or the class labels themselves; score column ``k`` belongs
-to ``classes[k]``. Binary scores are one column: higher means ``classes[1]``, the positive class.
-Nothing here imports TensorFlow.
+Conventions: ``y`` holds labels from ``classes`` or indices 0..k-1 into it (the ``y`` column of
+``pipeline.designs.apply_design``); score column k belongs to ``classes[k]``; binary scores are one
+column, higher meaning ``classes[1]``, the positive class. Nothing here imports TensorFlow.
 """
 
 from __future__ import annotations
@@ -26,19 +23,30 @@ from sklearn.metrics import (accuracy_score, average_precision_score, confusion_
 
 from pipeline.errors import PipelineError
 
-__all__ = ["auc_ovo_mean", "auc_ovr_macro", "binary_metrics", "cell_metrics", "mean_ci",
-           "bootstrap_ci", "paired_5x2cv_t_test", "combined_5x2cv_f_test", "compare_cells",
-           "cell_name"]
+__all__ = ["class_indices", "fast_auc", "auc_ovo_mean", "auc_ovr_macro", "binary_metrics",
+           "cell_metrics", "mean_ci", "bootstrap_ci", "paired_5x2cv_t_test",
+           "combined_5x2cv_f_test", "compare_cells", "cell_name"]
 
 
-def _class_indices(y: Sequence, classes: Sequence) -> np.ndarray:
-    """Map ``y`` (labels from ``classes``, or indices 0..k-1 into it) to integer indices."""
+def class_indices(y: Sequence, classes: Sequence) -> np.ndarray:
+    """Class indices of ``y``.
+
+    Args:
+        y: array of shape (n_samples,) of labels from ``classes`` or, when the labels are not
+            numbers, of indices 0..k-1 into it.
+        classes: the class labels in order.
+
+    Returns:
+        Integer array of shape (n_samples,).
+    """
     y = np.asarray(y)
     classes = list(classes)
     lookup = {c: i for i, c in enumerate(classes)}
     if all(v in lookup for v in y.tolist()):
         return np.array([lookup[v] for v in y.tolist()], dtype=int)
-    if np.issubdtype(y.dtype, np.integer) and y.size and y.min() >= 0 and y.max() < len(classes):
+    # Indices only when the labels are not numbers themselves, which would make y ambiguous.
+    if (np.asarray(classes).dtype.kind not in "iufb" and np.issubdtype(y.dtype, np.integer)
+            and y.size and y.min() >= 0 and y.max() < len(classes)):
         return y.astype(int)
     bad = sorted({str(v) for v in y.tolist() if v not in lookup})[:5]
     raise PipelineError(f"labels {bad} are not among the classes {classes} (nor indices 0.."
@@ -48,12 +56,31 @@ def _class_indices(y: Sequence, classes: Sequence) -> np.ndarray:
 def _scores_matrix(scores, n: int, k: int) -> np.ndarray:
     scores = np.asarray(scores, dtype=float)
     if scores.shape != (n, k):
-        raise PipelineError(f"scores must be an array of shape (n_samples, n_classes) = ({n}, {k}); "
-                            f"got shape {scores.shape}.")
+        raise PipelineError(f"scores must be an array of shape (n_samples, n_classes) = "
+                            f"({n}, {k}); got shape {scores.shape}.")
     if not np.all(np.isfinite(scores)):
         raise PipelineError(f"scores contain NaN or infinite values in rows "
                             f"{np.flatnonzero(~np.isfinite(scores).all(axis=1))[:5].tolist()}.")
     return scores
+
+
+def fast_auc(positive: np.ndarray, score: np.ndarray) -> float:
+    """AUC by the Mann-Whitney identity, (rank sum of positives - n1(n1+1)/2) / (n1 n0).
+
+    Equals ``roc_auc_score(positive, score)`` (mid-ranks count ties one half) at a tenth of its
+    cost, which matters when choosing C (hundreds of AUCs per training half). No validation.
+
+    Args:
+        positive: boolean array of shape (n,) with both values present.
+        score: finite array of shape (n,).
+
+    Returns:
+        The AUC in [0, 1].
+    """
+    positive = np.asarray(positive, dtype=bool)
+    n1 = int(positive.sum())
+    n0 = positive.size - n1
+    return float((stats.rankdata(score)[positive].sum() - n1 * (n1 + 1) / 2) / (n1 * n0))
 
 
 def auc_ovo_mean(y: Sequence, scores: np.ndarray, classes: Sequence) -> float:
@@ -77,17 +104,17 @@ def auc_ovo_mean(y: Sequence, scores: np.ndarray, classes: Sequence) -> float:
     Returns:
         The mean one-vs-one AUC in [0, 1].
     """
-    idx = _class_indices(y, classes)
+    idx = class_indices(y, classes)
     scores = _scores_matrix(scores, len(idx), len(classes))
+    missing = [c for k, c in enumerate(classes) if not np.any(idx == k)]
+    if missing:
+        raise PipelineError(f"one-vs-one AUC needs samples of every class; {missing} have none "
+                            f"among {len(idx)} samples.")
     aucs = []
     for i, j in itertools.combinations(range(len(classes)), 2):
         mask = (idx == i) | (idx == j)
-        for cls, other in ((i, j), (j, i)):
-            if not np.any(idx == cls):
-                raise PipelineError(f"one-vs-one AUC needs samples of every class; class "
-                                    f"{list(classes)[cls]!r} has none among {len(idx)} samples.")
-        a_ij = roc_auc_score(idx[mask] == i, scores[mask, i])
-        a_ji = roc_auc_score(idx[mask] == j, scores[mask, j])
+        a_ij = fast_auc(idx[mask] == i, scores[mask, i])
+        a_ji = fast_auc(idx[mask] == j, scores[mask, j])
         aucs.append((a_ij + a_ji) / 2)
     return float(np.mean(aucs))
 
@@ -96,8 +123,8 @@ def auc_ovr_macro(y: Sequence, scores: np.ndarray, classes: Sequence | None = No
     """The reference code's 3-class metric: macro mean of the one-vs-rest AUCs.
 
     AUC of column k for "class k" against all other samples, averaged over classes with equal
-    weight. Computed per class with ``roc_auc_score(y == k, scores[:, k])`` because scikit-learn's
-    ``multi_class="ovr"`` insists on probabilities; SVM decision values are not.
+    weight. Computed per class as the AUC of ``(y == k, scores[:, k])`` because scikit-learn's
+    ``roc_auc_score(multi_class="ovr")`` insists on probabilities; SVM decision values are not.
 
     Args:
         y: true classes, array of shape (n_samples,).
@@ -107,18 +134,15 @@ def auc_ovr_macro(y: Sequence, scores: np.ndarray, classes: Sequence | None = No
     Returns:
         The macro one-vs-rest AUC in [0, 1].
     """
-    scores = np.asarray(scores, dtype=float)
-    classes = list(range(scores.shape[1])) if classes is None and scores.ndim == 2 else classes
     if classes is None:
-        raise PipelineError(f"scores must be an array of shape (n_samples, n_classes); got shape "
-                            f"{scores.shape}.")
-    idx = _class_indices(y, classes)
+        classes = list(range(np.shape(scores)[1])) if np.ndim(scores) == 2 else []
+    idx = class_indices(y, classes)
     scores = _scores_matrix(scores, len(idx), len(classes))
     for k, name in enumerate(classes):
         if not np.any(idx == k) or np.all(idx == k):
             raise PipelineError(f"one-vs-rest AUC of class {name!r} is undefined: it has "
                                 f"{int(np.sum(idx == k))} of {len(idx)} samples.")
-    return float(np.mean([roc_auc_score(idx == k, scores[:, k]) for k in range(len(classes))]))
+    return float(np.mean([fast_auc(idx == k, scores[:, k]) for k in range(len(classes))]))
 
 
 def binary_metrics(y_true: Sequence, score: np.ndarray, threshold: float = 0.0) -> dict:
@@ -181,7 +205,7 @@ def cell_metrics(y_true: Sequence, scores: np.ndarray, classes: Sequence,
         Dict of metric name -> float.
     """
     classes = list(classes)
-    idx = _class_indices(y_true, classes)
+    idx = class_indices(y_true, classes)
     if len(classes) == 2:
         return binary_metrics(idx, scores, threshold)
     if threshold != 0.0:
@@ -227,9 +251,8 @@ def mean_ci(values: Sequence[float], confidence: float = 0.95) -> tuple[float, f
     mean = float(values.mean())
     if values.size == 1:
         return mean, float("nan"), float("nan"), float("nan")
-    sd = float(values.std(ddof=1))
-    half = float(stats.t.ppf((1 + confidence) / 2, values.size - 1)) * sd / np.sqrt(values.size)
-    return mean, sd, mean - half, mean + half
+    low, high = stats.t.interval(confidence, values.size - 1, loc=mean, scale=stats.sem(values))
+    return mean, float(values.std(ddof=1)), float(low), float(high)
 
 
 def bootstrap_ci(y: Sequence, score: np.ndarray, metric: Callable[[np.ndarray, np.ndarray], float],
@@ -368,17 +391,17 @@ def compare_cells(metrics: pd.DataFrame, design: str, metric: str = "auc") -> pd
         raise PipelineError(f"metrics table has no rows for design {design!r}; designs present: "
                             f"{sorted(metrics['design'].astype(str).unique())}.")
     rows["cell"] = [cell_name(s, f) for s, f in zip(rows["source"], _as_bool(rows["finetune"]))]
-    repeats = sorted(rows["repeat"].unique())
-    halves = sorted(rows["test_half"].unique())
+    repeats = sorted(rows["repeat"].unique().tolist())
+    halves = sorted(rows["test_half"].unique().tolist())
     if len(repeats) != 5 or len(halves) != 2:
         raise PipelineError(f"design {design!r}: 5x2cv tests need 5 repeats x 2 test halves; got "
                             f"repeats {repeats} and test halves {halves}.")
     tables = {}
     for cell, group in rows.groupby("cell", sort=True):
-        dup = group.duplicated(["repeat", "test_half"])
-        if dup.any():
+        dup = group.loc[group.duplicated(["repeat", "test_half"]), ["repeat", "test_half"]]
+        if len(dup):
             raise PipelineError(f"design {design!r}, cell {cell!r}: several rows for (repeat, "
-                                f"test_half) {group.loc[dup, ['repeat', 'test_half']].values[:3].tolist()}.")
+                                f"test_half) {dup.values[:3].tolist()}; one row per run.")
         table = group.pivot(index="repeat", columns="test_half", values=metric)
         table = table.reindex(index=repeats, columns=halves)
         if table.isna().any().any():

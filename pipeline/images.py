@@ -1,12 +1,12 @@
-"""Image cache: decode, orient and resize every image once; later stages read a memory-mapped array.
+"""Image cache: decode, orient and resize each image once; later stages read a memory-mapped array.
 
 Reads a manifest table (``pipeline.datasets.read_manifest``: columns ``image`` and ``abspath``) and
 writes one cache entry per (image ids and file contents, size, options):
 
     <cache_root>/<key>/images.npy     uint8 array of shape (n_images, height, width, 3)
                        index.csv      image, path, sha256, row (the row of images.npy)
-                       skipped.csv    image, path, manifest_row, reason (only when images were skipped)
-                       manifest.json  the inputs of the key; written last, so it marks the entry complete
+                       skipped.csv    image, path, manifest_row, reason (when images were skipped)
+                       manifest.json  the inputs of the key; written last: marks the entry complete
 
 Size order: a size is ``(width, height)`` everywhere in this module, Pillow's order and the order
 of ``--size W --height H``; arrays are ``(height, width, 3)``, numpy's order. The aspect ratio is
@@ -17,12 +17,14 @@ antialiases like Lanczos, with less ringing at the hard edges of frames and hair
 ``reducing_gap=3`` first shrinks large images by an integer box filter, which Pillow documents as
 indistinguishable from the full resampling at that gap.
 
-Command: ``python -m pipeline images --manifest manifest.csv --size 224 --cache features_cache/images``.
+Command: ``python -m pipeline images --manifest manifest.csv --size 224 [--height H]
+--cache features_cache/images [--crop-black-frame] [--skip-bad-images] [--jobs N]``.
 """
 
 from __future__ import annotations
 
 import argparse
+import fcntl
 import os
 import sys
 import time
@@ -226,12 +228,12 @@ class CachedImages:
             note = (f" {len(skipped)} of them were skipped as bad images (see "
                     f"{self.path / 'skipped.csv'}).") if skipped else ""
             raise PipelineError(f"{len(missing)} image id(s) are not in the image cache entry "
-                                f"{self.path}: {missing[:5]}.{note} Build the cache from the manifest "
-                                f"that lists them (`python -m pipeline images --manifest ...`).")
+                                f"{self.path}: {missing[:5]}.{note} Build the cache from the "
+                                "manifest that lists them (`python -m pipeline images`).")
         return np.fromiter((self._rows[i] for i in ids), dtype=np.int64, count=len(ids))
 
     def get(self, ids: Iterable[str] | str) -> np.ndarray:
-        """Images of ``ids`` in that order, as a uint8 array of shape (len(ids), height, width, 3)."""
+        """Images of ``ids``, in that order: uint8 array of shape (len(ids), height, width, 3)."""
         return np.asarray(self.images[self.index_of(ids)])
 
 
@@ -264,110 +266,73 @@ def _decode_chunk(rows: list[int], paths: list[str], size: tuple[int, int], crop
 
 
 def _bad_image(bad: pd.DataFrame) -> PipelineError:
+    """The error for the first row of ``bad`` (columns image, manifest_row, abspath, reason)."""
     first = bad.iloc[0]
     more = f" ({len(bad) - 1} more bad image(s) in this manifest)" if len(bad) > 1 else ""
     return PipelineError(f"image {first['image']!r} (manifest row {first['manifest_row']}, file "
-                         f"{first['abspath']}) cannot be used: {first['reason']}{more}. Fix: {_FIX}.")
+                         f"{first['abspath']}) cannot be used: {first['reason']}{more}. "
+                         f"Fix: {_FIX}.")
 
 
-def _done_rows(path: Path, n: int) -> set[int]:
-    """Rows recorded as written by an interrupted build (a torn last line is ignored)."""
-    if not path.is_file():
-        return set()
-    lines = path.read_text(encoding="utf-8").split("\n")
-    return {int(s) for s in lines if s.isdigit() and int(s) < n}
+def _csv_rows(index: pd.Index) -> list:
+    """Manifest rows as ``read_manifest`` counts them: the header is row 1, data row i is i + 2."""
+    if pd.api.types.is_integer_dtype(index):
+        return [int(i) + 2 for i in index]
+    return index.tolist()
 
 
-def build_image_cache(manifest: pd.DataFrame, cache_root: str | os.PathLike,
-                      size: int | tuple[int, int], *, crop_black_frame: bool = False,
-                      reduced_decode: bool = True, n_jobs: int = -1, skip_bad_images: bool = False,
-                      progress: bool = True, chunk_size: int = 32,
-                      workers_write: bool = False) -> CachedImages:
-    """Decode every image of ``manifest`` into a content-keyed cache entry, or reuse a finished one.
-
-    The key hashes the sorted (image id, SHA-256 of the file) list, the size, the options and
-    ``DECODER_VERSION``; a finished entry is opened without decoding anything. An unfinished one
-    resumes: rows recorded in ``done.txt`` (appended after each chunk is flushed to the partial
-    array) are not decoded again.
-
-    Args:
-        manifest: table with columns ``image`` (unique ids) and ``abspath`` (image files); ``path``
-            is recorded too when present. The index labels are reported as manifest rows.
-        cache_root: folder holding the entries, e.g. ``features_cache/images``.
-        size: ``(width, height)`` of the cached images, or one int for a square.
-        crop_black_frame: cut black rectangular frames first (see ``load_image``).
-        reduced_decode: decode JPEGs at reduced scale where the size allows (see ``load_image``).
-        n_jobs: decoding processes (joblib; -1 = all cores).
-        skip_bad_images: leave out missing or undecodable images, listing them in ``skipped.csv``,
-            instead of raising.
-        progress: show tqdm progress bars.
-        chunk_size: images per task; also how much an interrupted build may have to redo.
-        workers_write: workers write into the memory-mapped partial array themselves instead of
-            returning arrays to this process (see ``benchmarks/bench_images.py``).
-
-    Returns:
-        The entry, with ``n_decoded`` and ``decode_seconds`` of this call.
-
-    Raises:
-        PipelineError: a bad image (naming the file and its manifest row) unless
-            ``skip_bad_images``; a manifest without ``image``/``abspath`` or with repeated ids.
-    """
-    width, height = _as_size(size)
+def _hashed_table(manifest: pd.DataFrame, n_jobs: int, progress: bool) -> pd.DataFrame:
+    """image, path, abspath, manifest_row, sha256 (None if unreadable), reason; sorted by image."""
     for column in ("image", "abspath"):
         if column not in manifest.columns:
             raise PipelineError(f"the manifest table has no {column!r} column (columns: "
-                                f"{list(manifest.columns)}); read it with pipeline.datasets.read_manifest.")
+                                f"{list(manifest.columns)}); read the manifest with "
+                                "pipeline.datasets.read_manifest.")
     if len(manifest) == 0:
         raise PipelineError("the manifest table lists no images; there is nothing to cache.")
     table = pd.DataFrame({"image": manifest["image"].astype(str).to_numpy(),
                           "path": manifest.get("path", manifest["abspath"]).astype(str).to_numpy(),
                           "abspath": manifest["abspath"].astype(str).to_numpy(),
-                          "manifest_row": manifest.index.to_numpy()})
+                          "manifest_row": _csv_rows(manifest.index)})
     repeated = table["image"][table["image"].duplicated()].unique().tolist()
     if repeated:
         raise PipelineError(f"image ids must be unique in the manifest; repeated: {repeated[:5]}. "
                             "Remove or rename the duplicate rows.")
-
-    hashed = Parallel(n_jobs=n_jobs, prefer="threads", return_as="generator")(
+    jobs = Parallel(n_jobs=n_jobs, prefer="threads", return_as="generator")(
         delayed(_hash)(p) for p in table["abspath"])
-    hashed = list(tqdm(hashed, total=len(table), desc="hashing", unit="img", disable=not progress))
-    table["sha256"] = [h for h, _ in hashed]
-    table["reason"] = [r for _, r in hashed]
-    unread = table[table["sha256"].isna()]
-    if len(unread) and (not skip_bad_images or len(unread) == len(table)):
-        raise _bad_image(unread)
-    table = table.sort_values("image", kind="stable").reset_index(drop=True)
-    key_inputs = {"images": table[["image", "sha256"]].values.tolist(), "size": [width, height],
-                  "crop_black_frame": crop_black_frame, "reduced_decode": reduced_decode,
-                  "decoder_version": DECODER_VERSION}
-    entry = Path(cache_root) / cache.short_key(key_inputs)
-    if cache.entry_complete(entry):
-        return _finish(CachedImages(entry), table, skip_bad_images)
+    hashed = list(tqdm(jobs, total=len(table), desc="hashing", unit="img", disable=not progress))
+    table["sha256"], table["reason"] = [h for h, _ in hashed], [r for _, r in hashed]
+    return table.sort_values("image", kind="stable").reset_index(drop=True)
 
-    # Rows of the partial array: the readable files in id order; unreadable ones are already bad.
-    todo_table = table[table["sha256"].notna()].reset_index(drop=True)
-    n = len(todo_table)
-    entry.mkdir(parents=True, exist_ok=True)
+
+def _decode_into(entry: Path, todo: pd.DataFrame, *, size: tuple[int, int], crop: bool,
+                 reduced: bool, n_jobs: int, skip_bad_images: bool, progress: bool,
+                 chunk_size: int, workers_write: bool) -> tuple[np.memmap, int, dict]:
+    """Decode the rows of ``todo`` not yet done into ``entry/images.partial.npy``.
+
+    Returns:
+        The partial array, the number of images decoded, and {row: reason} of the bad images.
+    """
     partial, done_path = entry / "images.partial.npy", entry / "done.txt"
-    shape = (n, height, width, 3)
+    shape = (len(todo), size[1], size[0], 3)
     try:
         images = np.load(partial, mmap_mode="r+")
         if images.shape != shape or images.dtype != np.uint8:
-            raise ValueError("partial array from another layout")
-        done = _done_rows(done_path, n)
-    except (OSError, ValueError):
+            raise ValueError("partial array of another layout")
+        done = _done_rows(done_path, len(todo))
+    except (OSError, ValueError):  # absent, or torn while being created
         images = np.lib.format.open_memmap(partial, mode="w+", dtype=np.uint8, shape=shape)
         done = set()
         done_path.unlink(missing_ok=True)
-    todo = [r for r in range(n) if r not in done]
-    chunks = [todo[i:i + chunk_size] for i in range(0, len(todo), chunk_size)]
-    abspaths = todo_table["abspath"].tolist()
-    tasks = (delayed(_decode_chunk)(rows, [abspaths[r] for r in rows], (width, height),
-                                    crop_black_frame, reduced_decode,
-                                    str(partial) if workers_write else None) for rows in chunks)
-    n_decoded, bad_rows, start = 0, {}, time.perf_counter()
+    rows = [r for r in range(len(todo)) if r not in done]
+    paths = todo["abspath"].tolist()
+    tasks = (delayed(_decode_chunk)(chunk, [paths[r] for r in chunk], size, crop, reduced,
+                                    str(partial) if workers_write else None)
+             for chunk in (rows[i:i + chunk_size] for i in range(0, len(rows), chunk_size)))
+    n_decoded, bad_rows = 0, {}
     with open(done_path, "a", encoding="utf-8") as record, \
-            tqdm(total=n, initial=len(done), desc="decoding", unit="img", disable=not progress) as bar:
+            tqdm(total=len(todo), initial=len(done), desc="decoding", unit="img",
+                 disable=not progress) as bar:
         for count, good, arrays, bad in Parallel(n_jobs=n_jobs, backend="loky",
                                                  return_as="generator_unordered")(tasks):
             if arrays is not None:
@@ -381,41 +346,119 @@ def build_image_cache(manifest: pd.DataFrame, cache_root: str | os.PathLike,
             bar.update(count)
             bad_rows.update(bad)
             if bad and not skip_bad_images:
-                bad_table = todo_table.loc[[r for r, _ in bad]].assign(reason=[m for _, m in bad])
-                raise _bad_image(bad_table)
-    seconds = time.perf_counter() - start
+                raise _bad_image(_with_reasons(todo, dict(bad)))
+    return images, n_decoded, bad_rows
 
-    keep = [r for r in range(n) if r not in bad_rows]
+
+def _with_reasons(todo: pd.DataFrame, bad_rows: dict) -> pd.DataFrame:
+    return todo.loc[list(bad_rows)].assign(reason=list(bad_rows.values()))
+
+
+def _done_rows(path: Path, n: int) -> set[int]:
+    """Rows recorded as written by an interrupted build (a torn last line is ignored)."""
+    if not path.is_file():
+        return set()
+    lines = path.read_text(encoding="utf-8").split("\n")
+    return {int(s) for s in lines if s.isdigit() and int(s) < n}
+
+
+def build_image_cache(manifest: pd.DataFrame, cache_root: str | os.PathLike,
+                      size: int | tuple[int, int], *, crop_black_frame: bool = False,
+                      reduced_decode: bool = True, n_jobs: int = -1, skip_bad_images: bool = False,
+                      progress: bool = True, chunk_size: int = 16,
+                      workers_write: bool = False) -> CachedImages:
+    """Decode every image of ``manifest`` into a content-keyed cache entry, or reuse a finished one.
+
+    The key hashes the sorted (image id, SHA-256 of the file) list, the size, the options and
+    ``DECODER_VERSION``; a finished entry is opened without decoding anything. An unfinished one
+    resumes: rows recorded in ``done.txt`` (appended after each chunk is flushed to the partial
+    array) are not decoded again.
+
+    Args:
+        manifest: table with columns ``image`` (unique ids) and ``abspath`` (image files); ``path``
+            is recorded too when present. Manifest rows are reported as ``read_manifest`` counts
+            them: index label + 2 (the CSV's header is row 1).
+        cache_root: folder holding the entries, e.g. ``features_cache/images``.
+        size: ``(width, height)`` of the cached images, or one int for a square.
+        crop_black_frame: cut black rectangular frames first (see ``load_image``).
+        reduced_decode: decode JPEGs at reduced scale where the size allows (see ``load_image``).
+        n_jobs: decoding processes (joblib; -1 = all cores).
+        skip_bad_images: leave out missing or undecodable images, listing them in ``skipped.csv``,
+            instead of raising.
+        progress: show tqdm progress bars.
+        chunk_size: images per task; also how much an interrupted build may have to redo.
+        workers_write: workers write into the memory-mapped partial array themselves instead of
+            returning arrays to this process (no faster in ``benchmarks/bench_images.py``).
+
+    Returns:
+        The entry, with ``n_decoded`` and ``decode_seconds`` of this call.
+
+    Raises:
+        PipelineError: a bad image (naming the file and its manifest row) unless
+            ``skip_bad_images``; a manifest without ``image``/``abspath`` or with repeated ids.
+    """
+    width, height = _as_size(size)
+    table = _hashed_table(manifest, n_jobs, progress)
+    unread = table[table["sha256"].isna()]
+    if len(unread) and (not skip_bad_images or len(unread) == len(table)):
+        raise _bad_image(unread)
+    key_inputs = {"images": table[["image", "sha256"]].values.tolist(), "size": [width, height],
+                  "crop_black_frame": crop_black_frame, "reduced_decode": reduced_decode,
+                  "decoder_version": DECODER_VERSION}
+    entry = Path(cache_root) / cache.short_key(key_inputs)
+    n_decoded, seconds = 0, 0.0
+    if not cache.entry_complete(entry):
+        entry.mkdir(parents=True, exist_ok=True)
+        with open(entry / ".lock", "w", encoding="utf-8") as lock:
+            # A concurrent build of the same entry (stages run side by side) holds the lock; wait
+            # for it, then reuse its result. The lock dies with its process, so none is stale.
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            if not cache.entry_complete(entry):
+                n_decoded, seconds = _write_entry(
+                    entry, table, key_inputs, size=(width, height), crop=crop_black_frame,
+                    reduced=reduced_decode, n_jobs=n_jobs, skip_bad_images=skip_bad_images,
+                    progress=progress, chunk_size=chunk_size, workers_write=workers_write)
+    return _finish(CachedImages(entry, n_decoded=n_decoded, decode_seconds=seconds), table,
+                   skip_bad_images)
+
+
+def _write_entry(entry: Path, table: pd.DataFrame, key_inputs: dict,
+                 **decode) -> tuple[int, float]:
+    """Decode into ``entry`` and write its files, manifest last; returns (n_decoded, seconds)."""
+    unread = table[table["sha256"].isna()]
+    todo = table[table["sha256"].notna()].reset_index(drop=True)  # rows of the partial array
+    start = time.perf_counter()
+    images, n_decoded, bad_rows = _decode_into(entry, todo, **decode)
+    seconds = time.perf_counter() - start
+    keep = [r for r in range(len(todo)) if r not in bad_rows]
     if not keep:
-        raise _bad_image(todo_table.loc[list(bad_rows)].assign(reason=list(bad_rows.values())))
-    if bad_rows:
+        raise _bad_image(_with_reasons(todo, bad_rows))
+    if bad_rows:  # copy the good rows; the partial array keeps a hole for each bad one
         with cache.atomic_path(entry / "images.npy", suffix=".npy") as tmp:
             out = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.uint8,
-                                            shape=(len(keep),) + shape[1:])
+                                            shape=(len(keep),) + images.shape[1:])
             for i in range(0, len(keep), 256):
                 out[i:i + 256] = images[keep[i:i + 256]]
             out.flush()
             del out
         del images
-        partial.unlink()
+        (entry / "images.partial.npy").unlink()
     else:
         images.flush()
         del images
-        os.replace(partial, entry / "images.npy")
-    index = todo_table.loc[keep, ["image", "path", "sha256"]].reset_index(drop=True)
+        os.replace(entry / "images.partial.npy", entry / "images.npy")
+    index = todo.loc[keep, ["image", "path", "sha256"]].reset_index(drop=True)
     cache.write_csv(entry / "index.csv", index.assign(row=range(len(index))))
-    skipped = pd.concat([table[table["sha256"].isna()],
-                         todo_table.loc[list(bad_rows)].assign(reason=list(bad_rows.values()))])
+    skipped = pd.concat([unread, _with_reasons(todo, bad_rows)])
     (entry / "skipped.csv").unlink(missing_ok=True)
     if len(skipped):
         cache.write_csv(entry / "skipped.csv",
                         skipped[["image", "path", "manifest_row", "reason"]].sort_values("image"))
-    done_path.unlink()
+    (entry / "done.txt").unlink()
     cache.finish_entry(entry, {**key_inputs, "n_images": len(keep), "n_skipped": len(skipped),
                                "pillow": Image.__version__, "resample": RESAMPLE.name,
                                "reducing_gap": REDUCING_GAP, "max_pixels": Image.MAX_IMAGE_PIXELS})
-    return _finish(CachedImages(entry, n_decoded=n_decoded, decode_seconds=seconds), table,
-                   skip_bad_images)
+    return n_decoded, seconds
 
 
 def _finish(result: CachedImages, table: pd.DataFrame, skip_bad_images: bool) -> CachedImages:

@@ -32,7 +32,7 @@ import keras
 from sklearn.model_selection import StratifiedShuffleSplit
 from tqdm.auto import tqdm
 
-from pipeline.augment import EpochPlan, epoch_dataset, epoch_plan, plain_plan
+from pipeline.augment import EpochPlan, epoch_dataset, epoch_length, epoch_plan, plain_plan
 from pipeline.cache import atomic_path, hash_bytes
 from pipeline.errors import PipelineError
 from pipeline.recipe import TrainRecipe
@@ -49,9 +49,10 @@ class TrainResult:
     """What one training run did.
 
     Attributes:
-        history: one dict per epoch: ``epoch`` (1-based), ``loss`` (training objective, cross-entropy
-            plus the L2 penalty, mean over the epoch), ``val_loss`` (validation cross-entropy),
-            ``val_accuracy``, ``seconds`` (whole epoch), ``train_seconds`` (training steps only).
+        history: one dict per epoch: ``epoch`` (1-based), ``loss`` (the training objective,
+            cross-entropy plus the L2 penalty, mean over the epoch), ``val_loss`` (validation
+            cross-entropy), ``val_accuracy``, ``seconds`` (whole epoch), ``train_seconds``
+            (planning and training steps, without validation).
         best_epoch: 1-based epoch whose weights the model holds on return.
         best_val_loss: its validation loss.
         images_per_second: training throughput over every epoch in ``history`` (the first epoch of
@@ -114,14 +115,16 @@ def train_classifier(model: keras.Model, images: np.ndarray, y: np.ndarray, *, r
     Determinism: the function calls ``keras.utils.set_random_seed(seed)`` (Python, NumPy's global
     generator, TensorFlow and Keras) and ``tf.config.experimental.enable_op_determinism()``, which
     stays on for the rest of the process. Two runs with the same seed, model and data on the CPU end
-    with identical weights. ``recipe.mixed_precision`` switches every layer but the output softmax to
-    ``mixed_float16`` only when TensorFlow sees a GPU (restored on return); on a CPU it is ignored.
+    with identical weights. ``recipe.mixed_precision`` switches every layer but the output softmax
+    to ``mixed_float16`` only when TensorFlow sees a GPU (restored on return); a CPU ignores it.
 
     Resume: after every epoch the model and optimizer variables, the best weights so far and the
     history are written atomically to ``workdir/checkpoint.npz``. A later call with the same
-    ``workdir`` resumes after the last completed epoch if the checkpoint's fingerprint (recipe, seed,
-    image count and shape, classes, hash of ``y``, hash of the model's initial weights, precision)
-    matches; otherwise it raises ``PipelineError`` naming the field.
+    ``workdir`` resumes after the last completed epoch if the checkpoint's fingerprint (recipe,
+    seed, image count and shape, classes, hash of ``y``, hash of the model's initial weights,
+    precision) matches; otherwise it raises ``PipelineError`` naming the field. A finished
+    checkpoint just restores the best weights. The images' pixels are not hashed (gigabytes for
+    Retinopathy): the caller's cache key covers them.
 
     Args:
         model: Keras model whose input is (height, width, 3) and whose last layer is a softmax with
@@ -170,8 +173,8 @@ def train_classifier(model: keras.Model, images: np.ndarray, y: np.ndarray, *, r
             log(f"resuming from {workdir / CHECKPOINT} after epoch {state['epoch']}")
         _run_epochs(model, optimizer, images, y, train_idx, val_idx, classes, recipe, preprocess,
                     seed, workdir, fingerprint, state, progress, log, on_epoch_end)
-        _assign(model.weights, state["best"] if state["best"] is not None
-                else [v.numpy() for v in model.weights])
+        if state["best"] is not None:
+            _assign(model.weights, state["best"])
     finally:
         for layer, policy in policies:
             layer.dtype_policy = policy
@@ -192,7 +195,7 @@ def _run_epochs(model, optimizer, images, y, train_idx, val_idx, classes, recipe
     train_step, val_step = _steps(model, optimizer, kernels, recipe.l2)
     val_data = epoch_dataset(images, y, plain_plan(val_idx), classes=classes,
                              batch_size=recipe.batch_size, preprocess=preprocess)
-    state["epoch_size"] = len(epoch_plan(y, train_idx, recipe=recipe, seed=seed, epoch=1).index)
+    state["epoch_size"] = epoch_length(y[train_idx], recipe)
     bar = tqdm(total=recipe.epochs, initial=state["epoch"], unit="epoch", desc="train",
                disable=not progress)
     try:
@@ -203,7 +206,8 @@ def _run_epochs(model, optimizer, images, y, train_idx, val_idx, classes, recipe
             for number, variable in enumerate(random_states):
                 draw = np.random.default_rng([seed, epoch, number]).integers(2**31 - 1)
                 variable.assign(np.array([draw, 0], dtype=variable.dtype))
-            plan = epoch_plan(y, train_idx, recipe=recipe, seed=seed, epoch=epoch)
+            plan = epoch_plan(y, train_idx, recipe=recipe, seed=seed, epoch=epoch,
+                              image_size=images.shape[1:3])
             data = epoch_dataset(images, y, plan, classes=classes, batch_size=recipe.batch_size,
                                  preprocess=preprocess)
             total = tf.constant(0.0)
@@ -212,13 +216,14 @@ def _run_epochs(model, optimizer, images, y, train_idx, val_idx, classes, recipe
             loss = float(total) / len(plan.index)
             train_seconds = time.perf_counter() - started
             val_loss, val_accuracy = _evaluate(val_step, val_data, len(val_idx))
-            if not math.isfinite(loss):
-                raise PipelineError(f"training loss became {loss} in epoch {epoch}; lower the "
-                                    "recipe's learning_rate (or turn off mixed_precision).")
-            improved = val_loss < state["best_val_loss"]
-            if improved:
+            if not (math.isfinite(loss) and math.isfinite(val_loss)):
+                raise PipelineError(f"training diverged in epoch {epoch} (loss {loss}, val_loss "
+                                    f"{val_loss}); lower the recipe's learning_rate.")
+            # state["best"] is None while the best weights are the model's current ones; they are
+            # copied (from the previous epoch's snapshot) only once a later epoch is worse.
+            if val_loss < state["best_val_loss"]:
                 state.update(best_epoch=epoch, best_val_loss=val_loss, best=None)
-            elif state["best"] is None:  # the best weights were the previous epoch's: keep a copy
+            elif state["best"] is None:
                 state["best"] = state["previous"]
             row = {"epoch": epoch, "loss": loss, "val_loss": val_loss, "val_accuracy": val_accuracy,
                    "seconds": time.perf_counter() - started, "train_seconds": train_seconds}
@@ -237,8 +242,6 @@ def _run_epochs(model, optimizer, images, y, train_idx, val_idx, classes, recipe
                 on_epoch_end(dict(row))
     finally:
         bar.close()
-    if state["best"] is None and state["best_epoch"] == state["epoch"]:
-        state["best"] = state["previous"]
 
 
 def _steps(model, optimizer, kernels, l2: float):
@@ -252,7 +255,8 @@ def _steps(model, optimizer, kernels, l2: float):
             loss = tf.reduce_mean(keras.losses.categorical_crossentropy(target, probabilities))
             if kernels and l2:
                 # Lasagne's regularize_network_params(net, l2) * 5e-3 is 5e-3 * sum(W**2) over the
-                # kernels (no 1/2), the same as keras.regularizers.L2(5e-3) on every kernel.
+                # kernels (no 1/2), the same as keras.regularizers.L2(5e-3) on every kernel and as
+                # an SGD weight decay of 2 * l2 * learning_rate per step.
                 loss += l2 * tf.add_n([tf.reduce_sum(tf.square(tf.cast(w, tf.float32)))
                                        for w in kernels])
             objective = optimizer.scale_loss(loss) if scaled else loss
@@ -285,7 +289,7 @@ def _check_images(images) -> None:
         raise PipelineError(
             "images must be a uint8 array of shape (n_images, height, width, 3) (the image cache); "
             f"got {type(images).__name__} of dtype {getattr(images, 'dtype', None)} and shape "
-            f"{getattr(images, 'shape', None)}. Resize and convert with `python -m pipeline images`.")
+            f"{getattr(images, 'shape', None)}. Build them with `python -m pipeline images`.")
     if len(images) == 0:
         raise PipelineError("images is empty; training needs at least two images per class.")
 
@@ -323,11 +327,16 @@ def _check_inputs(model, images, y, recipe: TrainRecipe, seed) -> int:
         raise PipelineError(f"y must hold class indices 0..{classes - 1} (the model's softmax has "
                             f"{classes} outputs); got values {y.min()}..{y.max()}.")
     counts = np.bincount(y, minlength=classes)
+    absent = np.flatnonzero(counts == 0).tolist()
+    if absent:
+        raise PipelineError(f"classes {absent} have no image in y, but the model's softmax has "
+                            f"{classes} outputs; give every class images or build the head with "
+                            "the number of classes present.")
     short = {c: int(n) for c, n in enumerate(counts) if n < 2}
     if short:
-        raise PipelineError(f"every class needs at least 2 images to stratify the validation split; "
-                            f"class: count {short} (of {classes} classes). Drop the class (design) "
-                            "or add images.")
+        raise PipelineError("every class needs at least 2 images to stratify the validation "
+                            f"split; got class: count {short}. Add images or use a design without "
+                            "that class.")
     return classes
 
 
@@ -336,7 +345,7 @@ def _fingerprint(model, images, y, recipe, seed, classes) -> dict:
     digest = hashlib.sha256()
     for weight in model.weights:
         value = np.ascontiguousarray(weight.numpy())
-        digest.update(f"{weight.path}{value.shape}{value.dtype}".encode())
+        digest.update(f"{value.shape}{value.dtype}".encode())  # not the path: names are counters
         digest.update(value.data)
     return {"format": _FORMAT, "recipe": recipe.as_dict(), "seed": int(seed),
             "n_images": len(images), "image_shape": list(images.shape[1:]), "classes": classes,
@@ -411,5 +420,5 @@ def _load_checkpoint(path: Path, fingerprint, model, optimizer) -> dict:
     return state
 
 
-__all__ = ["CHECKPOINT", "EpochPlan", "TrainResult", "compute_mean", "epoch_dataset", "epoch_plan",
-           "plain_plan", "split_validation", "train_classifier"]
+__all__ = ["CHECKPOINT", "EpochPlan", "TrainResult", "compute_mean", "epoch_dataset",
+           "epoch_length", "epoch_plan", "plain_plan", "split_validation", "train_classifier"]

@@ -54,8 +54,9 @@ def make_derm7pt(root: Path, rows=DERM7PT_ROWS, header=DERM7PT_HEADER) -> Path:
     table = [header]
     for i, (diagnosis, difficulty, location, derm, case_id) in enumerate(rows, start=1):
         clinic = derm.replace(".", "_clinic.")
-        values = dict(case_num=str(i), diagnosis=diagnosis, level_of_diagnostic_difficulty=difficulty,
-                      location=location, sex="female", derm=derm, clinic=clinic, case_id=case_id)
+        values = dict(case_num=str(i), diagnosis=diagnosis, location=location, sex="female",
+                      level_of_diagnostic_difficulty=difficulty, derm=derm, clinic=clinic,
+                      case_id=case_id)
         table.append([values.get(column, "absent") for column in header])
         image(root / "images" / derm)
     write_rows(root / "meta" / "meta.csv", table)
@@ -188,11 +189,12 @@ def test_isic2016_official_split_and_labels(tmp_path, header):
     assert list(frame["group"]) == list(frame["image"])
 
 
-def test_isic2016_bad_label_names_row(tmp_path):
+@pytest.mark.parametrize("rows, row", [([["ISIC_0000010", "0.0"], ["ISIC_0000011", "maybe"]], 2),
+                                       ([["ISIC_0000010", "maybe"], ["ISIC_0000011", "0.0"]], 1)])
+def test_isic2016_bad_label_names_row(tmp_path, rows, row):
     make_isic2016(tmp_path)
-    write_rows(tmp_path / "ISBI2016_ISIC_Part3_Test_GroundTruth.csv",
-               [["ISIC_0000010", "0.0"], ["ISIC_0000011", "maybe"]])
-    with pytest.raises(PipelineError, match=r"Test_GroundTruth.csv, row 2: .*'maybe'"):
+    write_rows(tmp_path / "ISBI2016_ISIC_Part3_Test_GroundTruth.csv", rows)
+    with pytest.raises(PipelineError, match=rf"Test_GroundTruth.csv, row {row}: .*'maybe'"):
         build_manifest("isic2016", tmp_path)
 
 
@@ -362,9 +364,8 @@ def test_duplicate_image_ids_name_their_rows(tmp_path):
     image(tmp_path / "b.jpg")
     with pytest.raises(PipelineError) as err:
         build_manifest("csv", tmp_path)
-    assert "1 image ids appear more than once" in str(err.value)
-    assert "'a' in" in str(err.value) and "labels.csv, row 2; " in str(err.value)
-    assert "labels.csv, row 4" in str(err.value)
+    assert str(err.value) == ("image ids must be unique; 1 appear more than once: 'a' in "
+                              f"{tmp_path / 'labels.csv'}, rows 2, 4")
 
 
 def test_missing_images_listed_with_rows_and_count(tmp_path):
@@ -378,6 +379,12 @@ def test_missing_images_listed_with_rows_and_count(tmp_path):
     assert "Nel026.jpg" in message and "meta.csv, row 2" in message and "row 9" in message
     assert "--no-check-images" in message
     assert len(build_manifest("derm7pt", tmp_path, check_images=False)) == 6
+
+
+def test_rows_longer_than_the_header_are_refused(tmp_path):
+    write_rows(tmp_path / "labels.csv", [["image", "diagnosis"], ["a", "nevus", "oops"]])
+    with pytest.raises(PipelineError, match=r"cannot read .*labels.csv as CSV: .*no more"):
+        build_manifest("csv", tmp_path)
 
 
 def test_missing_table_and_missing_root(tmp_path):
@@ -409,10 +416,11 @@ def test_write_read_round_trip(tmp_path):
 
 @pytest.mark.parametrize("edit, expected", [
     (lambda f: f.drop(columns=["group"]), r"has no column 'group'.*columns found: image, path"),
-    (lambda f: f.assign(image=["x", "y", "x"]), r"image ids must be unique; repeated: 'x' \(row "
-     r"2\), 'x' \(row 4\)"),
-    (lambda f: f.assign(category=["benign", "malignant", "bcc"]), r"row 3: category 'malignant' "
-     r"is not allowed"),
+    (lambda f: f.assign(image=["x", "y", "x"]), r"image ids must be unique; 1 appear more than "
+     r"once: 'x' in .*manifest.csv, rows 2, 4"),
+    (lambda f: f.assign(image=["x", "", "z"]), r"manifest.csv, row 3 has no image id"),
+    (lambda f: f.assign(category=["benign", "malignant", "bcc"]), r"manifest.csv, row 3: category "
+     r"'malignant' is not allowed; expected melanoma, bcc, benign, 0"),
 ])
 def test_read_manifest_rejects_bad_tables(tmp_path, edit, expected):
     good = pd.DataFrame({c: ["a", "b", "c"] for c in MANIFEST_COLUMNS}).assign(category="benign")
