@@ -109,12 +109,18 @@ def markdown(rows: list[dict], args: argparse.Namespace) -> str:
              "reference C |",
              "|" + "---|" * 13]
     lines += [format_row(row) for row in rows]
-    for name in ("paper", "fast reference"):
+    for name in ("fast reference", "paper"):
         speed = [r["reference protocol s"] / r[f"{name} s"] for r in rows]
         diff = [abs(r[f"{name} auc"] - r["reference protocol auc"]) for r in rows]
-        lines += ["", f"- {name}: speed-up {min(speed):.0f}x to {max(speed):.0f}x (goal >= 10x); "
-                      f"largest |dAUC| {max(diff):.4f} (goal <= 0.01): "
-                      f"{'met' if min(speed) >= 10 and max(diff) <= 0.01 else 'NOT met'}."]
+        line = (f"- {name}: speed-up {min(speed):.0f}x to {max(speed):.0f}x; largest |dAUC| "
+                f"{max(diff):.4f}")
+        if name == "fast reference":  # the like-for-like comparison
+            met = min(speed) >= 10 and max(diff) <= 0.01
+            line += f". Goal (>= 10x, |dAUC| <= 0.01): {'met' if met else 'NOT met'}."
+        else:
+            line += (" (a different protocol: one validation split, no class weights, so its C "
+                     "and AUC may differ; no AUC goal).")
+        lines += ["", line]
     return "\n".join(lines) + "\n"
 
 

@@ -201,6 +201,8 @@ SCHEMA: dict[str, dict[str, tuple[Callable[[Any], Any], Any, str]]] = {
     },
     "report": {
         "threshold": (_float(), 0.0, "decision threshold on SVM scores for ACC/SE/SP/F1"),
+        "difficulty_cell": (_choice(*ALL_CELLS), "imagenet+ft",
+                            "cell of Table 4, AUC by difficulty (the paper: imagenet+ft)"),
         "architectures": (_list_of(_str, "experiment config paths", nonempty=False), [],
                           "other experiments whose imagenet+ft cell joins Table 3"),
     },

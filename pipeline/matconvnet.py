@@ -1,4 +1,4 @@
-"""VGG-M as MatConvNet lays it out in ``imagenet-vgg-m.mat``: the layout, a Keras model, a converter.
+"""VGG-M as MatConvNet lays it out in ``imagenet-vgg-m.mat``: layout, Keras model, converter.
 
 VGG-M (Chatfield et al., "Return of the Devil in the Details", BMVC 2014) is the network of
 Menegola et al. (2017). MatConvNet's file lists 21 layers: conv1 relu1 norm1 pool1 conv2 relu2
@@ -22,7 +22,7 @@ layout, and writes one ``.npz`` atomically:
 - ``<layer>/bias``: ``(c_out,)``;
 - ``average_image``: the file's average image, float32 ``(h, w, 3)`` RGB (``(1, 1, 3)`` when the
   file stores a per-channel mean); ``mean``: its per-channel mean ``(3,)``;
-- ``meta``: a JSON string (source file and SHA-256, width, input size, classes, class names).
+- ``meta``: a JSON string (source file and its SHA-256, width, input size, classes).
 """
 
 from __future__ import annotations
@@ -112,14 +112,14 @@ def lrn_layer_class() -> type:
 
     MatConvNet's ``vl_nnnormalize`` computes ``y = x (kappa + alpha sum_{G(k)} x^2)^-beta`` over
     ``G(k) = [k - floor((N-1)/2), k + ceil((N-1)/2)]`` without dividing alpha by N (unlike Caffe),
-    which is TensorFlow's ``local_response_normalization`` with ``depth_radius = (N-1)/2`` for odd N.
+    i.e. TensorFlow's ``local_response_normalization`` with ``depth_radius = (N-1)/2`` (odd N).
     """
     import keras
     import tensorflow as tf
 
     @keras.saving.register_keras_serializable(package="pipeline")
     class LocalResponseNorm(keras.layers.Layer):
-        """Cross-channel local response normalisation, MatConvNet parameters [N kappa alpha beta]."""
+        """Cross-channel local response normalisation, MatConvNet param [N kappa alpha beta]."""
 
         def __init__(self, size: int = 5, kappa: float = 2.0, alpha: float = 1e-4,
                      beta: float = 0.75, **kwargs: Any) -> None:
@@ -158,8 +158,8 @@ def build_vgg_m(input_size: int = 224, width: float = 1.0, classes: int = 1000,
         seed: seed of the dropout layers.
 
     Returns:
-        An uninitialised-by-us ``keras.Model`` (Keras default init) from images of shape
-        (n, input_size, input_size, 3) to class probabilities of shape (n, classes).
+        A ``keras.Model`` with Keras' default init (``networks.build_network`` sets the paper's)
+        from images of shape (n, input_size, input_size, 3) to probabilities of shape (n, classes).
     """
     import keras
 
@@ -179,8 +179,8 @@ def build_vgg_m(input_size: int = 224, width: float = 1.0, classes: int = 1000,
             x = L.Dense(units, name=layer.name)(x)
             continue
         if layer.type in ("conv", "pool") and any(layer.pad):
-            # Zero padding equals MatConvNet's -inf pool padding here: pools follow a ReLU, so
-            # inputs are >= 0, and every window holds at least one real element.
+            # MatConvNet pads convs with 0 and pools with -inf; 0 is the same for these pools:
+            # they follow a ReLU (inputs >= 0) and every window holds a real element.
             x = L.ZeroPadding2D(((t, b), (left, r)), name=f"{layer.name}_pad")(x)
         if layer.type == "conv":
             x = L.Conv2D(scaled(layer.channels, width), layer.size, strides=layer.stride,
@@ -200,6 +200,9 @@ def build_vgg_m(input_size: int = 224, width: float = 1.0, classes: int = 1000,
 
 def read_converted(path: str | Path) -> tuple[dict[str, np.ndarray], dict]:
     """Read a file written by ``convert``.
+
+    Args:
+        path: the ``.npz`` file.
 
     Returns:
         ``(arrays, meta)``: arrays by name (``conv1/kernel``, …, ``average_image``, ``mean``) and
@@ -222,6 +225,10 @@ def read_converted(path: str | Path) -> tuple[dict[str, np.ndarray], dict]:
 
 def set_vgg_m_weights(model: Any, path: str | Path) -> dict:
     """Copy converted weights into a Keras VGG-M built with the file's width and classes.
+
+    Args:
+        model: from ``build_vgg_m`` with the file's width, classes and input size.
+        path: the ``.npz`` written by ``convert``.
 
     Returns:
         The file's metadata.
@@ -272,7 +279,15 @@ def _weights(layer: Any, where: str) -> tuple[np.ndarray, np.ndarray]:
 
 
 def read_mat(mat_path: str | Path) -> tuple[list, Any]:
-    """Load a MatConvNet SimpleNN file: its layers (mat_struct list) and normalization struct."""
+    """Load a MatConvNet SimpleNN file (either layout).
+
+    Args:
+        mat_path: the ``.mat`` file.
+
+    Returns:
+        ``(layers, normalization)``: the layer structs in order and the normalization struct
+        (``meta.normalization``, or top-level ``normalization`` in older files; ``None`` if none).
+    """
     from scipy.io import loadmat
 
     mat_path = Path(mat_path)
@@ -344,9 +359,11 @@ def convert(mat_path: str | Path, out: str | Path, width: float = 1.0,
             if param.shape != (4,) or not np.allclose(param, LRN_PARAM, rtol=1e-6):
                 raise PipelineError(f"{where}: norm param {param.tolist()}, expected "
                                     f"[N kappa alpha beta] = {list(LRN_PARAM)}.")
-        elif kind == "relu" and float(_field(got, "leak", 0) or 0) != 0:
+        elif kind == "relu" and np.any(np.asarray(_field(got, "leak", 0), dtype=float) != 0):
             raise PipelineError(f"{where}: leaky ReLU, expected a plain ReLU.")
         elif kind == "conv":
+            if _pair(_field(got, "dilate", 1)) != (1, 1):
+                raise PipelineError(f"{where}: dilated convolution, expected dilate 1.")
             filters, biases = _weights(got, where)
             k = want.size or hw
             n_out = scaled(want.channels, width) if want.channels else biases.size
@@ -362,21 +379,24 @@ def convert(mat_path: str | Path, out: str | Path, width: float = 1.0,
             if want.size:
                 arrays[f"{want.name}/kernel"] = filters
                 hw = _out(hw, want.size, want.stride, want.pad[0], want.pad[1])
-            else:  # fc: H×W×C×N -> (H*W*C, N) row-major, the order Keras' Flatten gives an HWC map
+            else:  # fc: HxWxCxN -> (H*W*C, N) row-major = Keras' Flatten order of an HWC map
                 arrays[f"{want.name}/kernel"] = filters.reshape(-1, n_out)
                 hw = 1
             arrays[f"{want.name}/bias"] = biases
             channels, classes = n_out, n_out
         if hw < 1:
             raise PipelineError(f"{where}: input of {size} px is too small for VGG-M.")
-    average = np.asarray(_field(norm, "averageImage", np.zeros(3)), dtype=np.float32)
+    if _field(norm, "averageImage") is None:
+        raise PipelineError(f"{mat_path} has no meta.normalization.averageImage (or top-level "
+                            "normalization.averageImage), the mean its weights were trained with.")
+    average = np.asarray(_field(norm, "averageImage"), dtype=np.float32)
     if average.size == 3:
         average = average.reshape(1, 1, 3)
     if average.ndim != 3 or average.shape[-1] != 3:
         raise PipelineError(f"{mat_path}: normalization.averageImage has shape "
                             f"{list(average.shape)}, expected 1x1x3 or HxWx3.")
     arrays["average_image"] = average
-    arrays["mean"] = average.reshape(-1, 3).mean(axis=0)
+    arrays["mean"] = average.reshape(-1, 3).mean(axis=0, dtype=np.float64).astype(np.float32)
     meta = {"source": str(mat_path), "sha256": hash_file(mat_path), "width": width,
             "input_size": size, "classes": classes, "layers": [l.name for l in VGG_M],
             "lrn_param": list(LRN_PARAM), "average_image_shape": list(average.shape)}

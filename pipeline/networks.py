@@ -1,24 +1,16 @@
-"""The network registry: each network by name with its builder, preprocessing, feature layer, weights.
+"""The network registry: each network by name with builder, preprocessing, feature layer, weights.
 
-Like timm's ``_cfg`` and Keras applications, a network is looked up by name and carries everything
-needed to use it, so preprocessing is never chosen apart from the model:
+Like timm's ``_cfg`` and Keras applications, an entry carries everything needed to use a network, so
+preprocessing is never chosen apart from the model. ``vgg-m`` is MatConvNet's VGG-M
+(``pipeline.matconvnet``; features ``relu7``), ``vgg16`` is ``keras.applications.VGG16`` (features
+``fc2``, "caffe" preprocessing), the other backbones are Keras applications without top plus global
+average pooling (features ``avg_pool``) and a softmax head, with their own ``preprocess_input``.
 
-- ``vgg-m``: MatConvNet's VGG-M (``pipeline.matconvnet``), RGB minus the average image of the
-  converted ``imagenet-vgg-m.mat``; features at ``relu7`` (4096 × width).
-- ``vgg16``: ``keras.applications.VGG16`` with its top, Keras "caffe" preprocessing (RGB→BGR, minus
-  the ImageNet BGR mean [103.939, 116.779, 123.68]); features at ``fc2`` (after its ReLU).
-- ``resnet50``, ``densenet121``, ``mobilenetv2``, ``efficientnetb0``, ``inceptionv3``: Keras
-  backbones without top + global average pooling (``avg_pool``, the features) + a softmax head,
-  preprocessed by their own ``keras.applications.<module>.preprocess_input``.
-
-Weights: ``none`` is the paper's no-transfer init (orthogonal kernels with gain 1, biases 0.05,
-seeded); ``imagenet`` loads ImageNet weights (Keras' cache file, downloaded when online, or a local
-path; for vgg-m the file written by ``convert-matconvnet``) and fails with the file to place
-otherwise — never a silent fallback to random weights. Networks trained on another dataset are
-preprocessed with that training set's mean (``preprocess(..., mean=...)``).
-
-Importing this module does not import TensorFlow; building a network does. Command:
-``python -m pipeline networks`` prints the registry.
+Weights ``none`` are the paper's no-transfer init (orthogonal kernels, gain 1, biases 0.05, seeded).
+``imagenet`` loads Keras' cached file (downloaded when online), a local ``weights_path``, or for
+vgg-m the file written by ``convert-matconvnet``; anything missing raises naming the file to place
+and where, never falling back to random weights. Importing this module does not import TensorFlow.
+Command: ``python -m pipeline networks`` prints the registry.
 """
 
 from __future__ import annotations
@@ -29,6 +21,7 @@ import importlib
 import logging
 import os
 import socket
+import sys
 import urllib.parse
 from dataclasses import dataclass
 from pathlib import Path
@@ -36,6 +29,7 @@ from typing import Any, Callable
 
 import numpy as np
 import pandas as pd
+import scipy.linalg
 
 from pipeline.errors import PipelineError
 from pipeline.matconvnet import MIN_INPUT_SIZE
@@ -51,14 +45,14 @@ _DOWNLOAD_TIMEOUT_S = 60.0
 
 @dataclass(frozen=True)
 class Preprocessing:
-    """How images (uint8 RGB, 0–255) become network input.
+    """How RGB images (0–255) become network input.
 
     Attributes:
-        mode: ``mean`` (subtract a mean that comes with the weights), ``caffe`` (RGB→BGR, minus
+        mode: ``mean`` (minus the mean that comes with the weights), ``caffe`` (RGB→BGR, minus
             ``IMAGENET_BGR_MEAN``) or ``keras`` (``keras.applications.<module>.preprocess_input``).
         channel_order: ``RGB`` or ``BGR``, the order the network sees.
-        mean_source: where the ImageNet mean comes from, in words.
-        keras_module: the ``keras.applications`` module whose ``preprocess_input`` is used.
+        mean_source: the ImageNet preprocessing, in words.
+        keras_module: the ``keras.applications`` module of ``preprocess_input``.
     """
 
     mode: str
@@ -73,20 +67,16 @@ class NetworkSpec:
 
     Attributes:
         name: registry name.
-        builder: ``builder(spec, input_size, width, classes, weights_file, seed) -> keras.Model``
-            with Keras' default init, or the weights in ``weights_file`` loaded.
-        input_size: default side of the square input, px.
-        min_input_size: smallest side the architecture accepts.
-        feature_layer: layer whose output are the features.
-        feature_width: feature length at width 1.0.
-        head_input: layer feeding the classification head (``replace_head`` keeps up to it).
-        head: names of the head's layers (a Dense, then a Softmax when there are two).
+        builder: ``(spec, input_size, width, classes, weights_file, seed) -> keras.Model``, with
+            Keras' default init or the weights of ``weights_file``.
+        input_size, min_input_size: default and smallest side of the square input, px.
+        feature_layer, feature_width: the features' layer, and their length at width 1.0.
+        head_input: layer feeding the classification head; ``head``: the head's layer names.
         preprocessing: see ``Preprocessing``.
         weights: the weights sources, ``none`` and ``imagenet``.
-        imagenet_file: file name of the ImageNet weights (``{size}``: the input size).
-        imagenet_url: where Keras downloads it from; ``None`` when it must be made locally.
-        keras_class: ``keras.applications`` class, for Keras backbones.
-        scalable: whether ``width`` other than 1.0 is supported (with weights ``none`` only).
+        imagenet_file, imagenet_url: ImageNet weights file name (``{size}``: input size) and its
+            download folder (``None``: made locally).
+        keras_class: the ``keras.applications`` class; scalable: whether ``width`` != 1 works.
     """
 
     name: str
@@ -159,11 +149,7 @@ def _build_backbone(spec: NetworkSpec, input_size: int, width: float, classes: i
         include_top=False, weights=None if weights_file is None else str(weights_file),
         input_tensor=inputs, pooling=None)
     if weights_file is not None and spec.name == "efficientnetb0":
-        # Keras adds a Rescaling(1/sqrt(std)) after its Normalization only for weights="imagenet"
-        # (TF issue 49930: the file stores std as variance). Loading by path skips it; squaring
-        # the stored variance gives the same (x - mean) / std.
-        norm = next(l for l in base.layers if isinstance(l, keras.layers.Normalization))
-        norm.variance.assign(np.square(norm.variance.numpy()))
+        _efficientnet_imagenet_scaling(base)
     # pooling="avg" done here so the feature layer has the same name in every backbone
     x = keras.layers.GlobalAveragePooling2D(name="avg_pool")(base.output)
     x = keras.layers.Dense(classes, activation="softmax", name="predictions", dtype="float32")(x)
@@ -173,12 +159,25 @@ def _build_backbone(spec: NetworkSpec, input_size: int, width: float, classes: i
     return model
 
 
+def _efficientnet_imagenet_scaling(base: Any) -> None:
+    """Give a by-path EfficientNet what Keras adds for ``weights="imagenet"`` only.
+
+    That is a ``Rescaling(1 / sqrt(std))`` after the ``Normalization`` (TF issue 49930); dividing
+    (x - mean) / sqrt(var) by sqrt(std) is the same as normalising with variance var * std.
+    """
+    import keras
+
+    norm = next(l for l in base.layers if isinstance(l, keras.layers.Normalization))
+    norm.adapt_variance.assign(norm.adapt_variance.numpy() * np.array([0.229, 0.224, 0.225]))
+    norm.finalize_state()
+
+
 def _backbone(name: str, keras_class: str, module: str, size: int, min_size: int, width: int,
               file: str, url: str, mode: str) -> NetworkSpec:
     return NetworkSpec(
         name, _build_backbone, size, min_size, "avg_pool", width, "avg_pool", ("predictions",),
-        Preprocessing("keras", "BGR" if mode == "caffe" else "RGB",
-                      f"keras.applications.{module}.preprocess_input ({mode} mode)", module),
+        Preprocessing("keras", "BGR" if mode.startswith("caffe") else "RGB",
+                      f"keras.applications.{module}.preprocess_input: {mode}", module),
         ("none", "imagenet"), file, url, keras_class)
 
 
@@ -193,19 +192,20 @@ NETWORKS: dict[str, NetworkSpec] = {s.name: s for s in (
                 ("none", "imagenet"), "vgg16_weights_tf_dim_ordering_tf_kernels.h5",
                 f"{_KERAS_URL}vgg16/", "VGG16", scalable=True),
     _backbone("resnet50", "ResNet50", "resnet50", 224, 32, 2048,
-              "resnet50_weights_tf_dim_ordering_tf_kernels_notop.h5", f"{_KERAS_URL}resnet/", "caffe"),
+              "resnet50_weights_tf_dim_ordering_tf_kernels_notop.h5", f"{_KERAS_URL}resnet/",
+              "caffe (BGR, minus ImageNet mean)"),
     _backbone("densenet121", "DenseNet121", "densenet", 224, 32, 1024,
               "densenet121_weights_tf_dim_ordering_tf_kernels_notop.h5", f"{_KERAS_URL}densenet/",
-              "torch"),
+              "torch (0-1, ImageNet mean and std)"),
     _backbone("mobilenetv2", "MobileNetV2", "mobilenet_v2", 224, 32, 1280,
               "mobilenet_v2_weights_tf_dim_ordering_tf_kernels_1.0_{size}_no_top.h5",
-              f"{_KERAS_URL}mobilenet_v2/", "tf"),
+              f"{_KERAS_URL}mobilenet_v2/", "tf (-1 to 1)"),
     _backbone("efficientnetb0", "EfficientNetB0", "efficientnet", 224, 32, 1280,
               "efficientnetb0_notop.h5", "https://storage.googleapis.com/keras-applications/",
-              "none: rescaling inside the model"),
+              "identity (scaling inside the model)"),
     _backbone("inceptionv3", "InceptionV3", "inception_v3", 299, 75, 2048,
               "inception_v3_weights_tf_dim_ordering_tf_kernels_notop.h5",
-              f"{_KERAS_URL}inception_v3/", "tf"),
+              f"{_KERAS_URL}inception_v3/", "tf (-1 to 1)"),
 )}
 
 
@@ -220,9 +220,14 @@ def get_network(name: str) -> NetworkSpec:
 # --- weights ------------------------------------------------------------------------------------
 
 def keras_cache_dir() -> Path:
-    """Keras' download cache for weights: ``$KERAS_HOME/models`` (default ``~/.keras/models``)."""
-    home = os.environ.get("KERAS_HOME") or os.path.join(os.path.expanduser("~"), ".keras")
-    return Path(home) / "models"
+    """Keras' download cache for weights: ``$KERAS_HOME/models`` (default ``~/.keras/models``).
+
+    Like ``keras.utils.get_file``, ``/tmp/.keras/models`` when that home is not writable.
+    """
+    home = Path(os.environ.get("KERAS_HOME") or Path("~/.keras").expanduser())
+    with contextlib.suppress(OSError):
+        home.mkdir(parents=True, exist_ok=True)
+    return (home if os.access(home, os.W_OK) else Path("/tmp/.keras")) / "models"
 
 
 def _fetch(url: str, cache_dir: Path) -> Path:
@@ -245,7 +250,13 @@ def imagenet_weights_file(spec: NetworkSpec, input_size: int | None = None,
                           weights_path: str | os.PathLike | None = None) -> Path:
     """The ImageNet weights file of a network: ``weights_path``, Keras' cache, or a download.
 
-    The cache is looked at before any download is tried; a failed download raises.
+    Args:
+        spec: the network.
+        input_size: input side in px (MobileNetV2's file depends on it); default the network's.
+        weights_path: a local file (``network.imagenet_weights``), used as it is.
+
+    Returns:
+        The path of the file; the cache is looked at before any download is tried.
 
     Raises:
         PipelineError: naming the file to place and where, or the config key to set.
@@ -264,10 +275,8 @@ def imagenet_weights_file(spec: NetworkSpec, input_size: int | None = None,
             "`network.imagenet_weights` in the experiment config to that file.")
     name = spec.imagenet_file.format(size=_mobilenet_rows(input_size or spec.input_size))
     cache = keras_cache_dir()
-    # Keras itself falls back to /tmp/.keras when the cache is not writable.
-    for folder in (cache, Path("/tmp/.keras/models")):
-        if (folder / name).is_file():
-            return folder / name
+    if (cache / name).is_file():  # looked at before any download is tried
+        return cache / name
     try:
         return _fetch(spec.imagenet_url + name, cache)
     except Exception as exc:  # any failure to download ends here, never in random weights
@@ -286,6 +295,10 @@ def _mobilenet_rows(size: int) -> int:
 def imagenet_mean(name: str, weights_path: str | os.PathLike | None = None) -> np.ndarray | None:
     """The RGB per-channel mean that goes with a network's ImageNet weights.
 
+    Args:
+        name: registry name.
+        weights_path: the converted vgg-m file (``network.imagenet_weights``).
+
     Returns:
         Array of shape (3,) (vgg-m: the converted file's average image; vgg16: the Keras caffe
         mean), or ``None`` for backbones, whose ``preprocess_input`` is used as it is.
@@ -301,11 +314,19 @@ def imagenet_mean(name: str, weights_path: str | os.PathLike | None = None) -> n
 # --- building -----------------------------------------------------------------------------------
 
 def _orthogonal(shape: tuple[int, ...], rng: np.random.Generator) -> np.ndarray:
-    """Orthogonal matrix (Saxe et al. 2014, gain 1) over (prod(shape[:-1]), shape[-1])."""
+    """Orthogonal matrix (Saxe et al. 2014, gain 1) over (prod(shape[:-1]), shape[-1]).
+
+    The Q factor (positive-diagonal R) of a Gaussian matrix, as Keras' ``Orthogonal``. Computed by
+    CholeskyQR2 (two passes of Q = A chol(A^T A)^-1), as BLAS-3 products are ~10x faster than
+    LAPACK's Householder QR here; float64 unless A is tall enough to be well conditioned.
+    """
     rows, cols = int(np.prod(shape[:-1])), int(shape[-1])
-    q, r = np.linalg.qr(rng.standard_normal((max(rows, cols), min(rows, cols)), dtype=np.float32))
-    q *= np.sign(np.diag(r))  # makes the result uniformly distributed
-    return (q if rows >= cols else q.T).reshape(shape)
+    big, small = max(rows, cols), min(rows, cols)
+    q = rng.standard_normal((big, small), dtype=np.float32 if big >= 2 * small else np.float64)
+    for _ in range(2):
+        upper = np.linalg.cholesky(q.T @ q).T
+        q = scipy.linalg.solve_triangular(upper, q.T, trans="T", check_finite=False).T
+    return np.asarray(q if rows >= cols else q.T, dtype=np.float32).reshape(shape)
 
 
 def _walk(layer: Any) -> list:
@@ -324,22 +345,24 @@ def init_no_transfer(model: Any, seed: int = 0) -> None:
         seed: seed of ``numpy.random.default_rng``.
     """
     import keras
+    from threadpoolctl import threadpool_limits  # installed with scikit-learn
 
     rng = np.random.default_rng(seed)
-    for layer in _walk(model):
-        kernel = getattr(layer, "kernel", None) if isinstance(
-            layer, (keras.layers.Dense, keras.layers.Conv2D, keras.layers.DepthwiseConv2D)) \
-            else None
-        if kernel is None:
-            continue
-        shape = tuple(kernel.shape)
-        if isinstance(layer, keras.layers.DepthwiseConv2D):
-            value = _orthogonal((shape[0] * shape[1], shape[2] * shape[3]), rng).reshape(shape)
-        else:
-            value = _orthogonal(shape, rng)
-        kernel.assign(value)
-        if getattr(layer, "bias", None) is not None:
-            layer.bias.assign(np.full(tuple(layer.bias.shape), BIAS_INIT, np.float32))
+    # One BLAS thread: OpenBLAS' threading costs more than it gains on the many small kernels
+    # (100x on a 2-core machine), and the weights do not depend on the core count.
+    with threadpool_limits(limits=1, user_api="blas"):
+        for layer in _walk(model):
+            if not isinstance(layer, (keras.layers.Dense, keras.layers.Conv2D,
+                                      keras.layers.DepthwiseConv2D)):
+                continue
+            shape = tuple(layer.kernel.shape)
+            if isinstance(layer, keras.layers.DepthwiseConv2D):
+                value = _orthogonal((shape[0] * shape[1], shape[2] * shape[3]), rng)
+            else:
+                value = _orthogonal(shape, rng)
+            layer.kernel.assign(value.reshape(shape))
+            if layer.bias is not None:
+                layer.bias.assign(np.full(tuple(layer.bias.shape), BIAS_INIT, np.float32))
 
 
 def build_network(name: str, *, weights: str | None, input_size: int | None = None,
@@ -400,7 +423,15 @@ def build_network(name: str, *, weights: str | None, input_size: int | None = No
 
 
 def feature_model(model: Any, spec: NetworkSpec) -> Any:
-    """The model cut at the feature layer: images -> features of shape (n, feature width)."""
+    """The model cut at the feature layer.
+
+    Args:
+        model: a model from ``build_network`` (or ``replace_head``).
+        spec: its registry entry.
+
+    Returns:
+        A ``keras.Model`` from images to features of shape (n, feature width).
+    """
     import keras
 
     return keras.Model(model.input, model.get_layer(spec.feature_layer).output)
@@ -409,8 +440,15 @@ def feature_model(model: Any, spec: NetworkSpec) -> Any:
 def replace_head(model: Any, spec: NetworkSpec, classes: int, seed: int = 0) -> Any:
     """Swap the classification head for a new ``classes``-way softmax (for fine-tuning).
 
-    The returned model shares every layer up to ``spec.head_input`` (the feature layer and its
-    weights included) with ``model``; the new Dense is seeded (orthogonal, biases 0.05).
+    Args:
+        model: a model from ``build_network``.
+        spec: its registry entry.
+        classes: outputs of the new head.
+        seed: seed of the new Dense (orthogonal kernel, biases 0.05).
+
+    Returns:
+        A ``keras.Model`` sharing every layer up to ``spec.head_input`` (the feature layer and its
+        weights included) with ``model``, then the new head.
     """
     import keras
 
@@ -424,24 +462,27 @@ def replace_head(model: Any, spec: NetworkSpec, classes: int, seed: int = 0) -> 
     return keras.Model(model.input, x, name=model.name)
 
 
-def preprocess(spec: NetworkSpec, images_uint8: np.ndarray,
-               mean: np.ndarray | None = None) -> np.ndarray:
+def preprocess(spec: NetworkSpec, images_uint8: Any, mean: np.ndarray | None = None) -> Any:
     """Turn RGB images (0–255) into network input.
 
     Args:
         spec: the network.
-        images_uint8: array of shape (n, h, w, 3), RGB, values 0–255.
+        images_uint8: array of shape (n, h, w, 3), RGB, values 0–255: a NumPy array, or a
+            TensorFlow tensor (e.g. inside a ``tf.data`` map).
         mean: RGB mean of shape (3,) or (h, w, 3) to subtract: ``imagenet_mean`` for ImageNet
             weights, the training set's mean for networks trained from ``none``. ``None``: the
             weights' own preprocessing (vgg16: caffe mean; backbones: ``preprocess_input``).
 
     Returns:
-        float32 array of shape (n, h, w, 3) in the network's channel order.
+        float32 array (or tensor, for a tensor) of shape (n, h, w, 3) in the network's channel
+        order.
     """
-    x = np.asarray(images_uint8)
-    if x.ndim != 4 or x.shape[-1] != 3:
-        raise PipelineError(f"images must have shape (n, h, w, 3) RGB; got {x.shape}.")
-    x = x.astype(np.float32)
+    tf = sys.modules.get("tensorflow")  # a tensor exists only once TensorFlow is imported
+    tensor = tf is not None and tf.is_tensor(images_uint8)
+    x = tf.cast(images_uint8, tf.float32) if tensor else np.asarray(images_uint8, np.float32)
+    shape = tuple(x.shape)
+    if len(shape) != 4 or shape[-1] != 3:
+        raise PipelineError(f"images must have shape (n, h, w, 3) RGB; got {shape}.")
     p = spec.preprocessing
     if mean is None:
         if p.mode == "mean":
@@ -450,17 +491,19 @@ def preprocess(spec: NetworkSpec, images_uint8: np.ndarray,
         if p.mode == "caffe":
             return x[..., ::-1] - IMAGENET_BGR_MEAN
         module = importlib.import_module(f"keras.applications.{p.keras_module}")
-        return np.asarray(module.preprocess_input(x), dtype=np.float32)
+        out = module.preprocess_input(x)
+        return out if tensor else np.asarray(out, dtype=np.float32)
     m = np.asarray(mean, dtype=np.float32)
-    if m.shape not in ((3,), x.shape[1:]):
-        raise PipelineError(f"mean must have shape (3,) or {x.shape[1:]} (RGB); got {m.shape}.")
+    if m.shape != (3,) and (m.ndim != 3 or any(
+            want not in (got, None) for got, want in zip(m.shape, shape[1:]))):
+        raise PipelineError(f"mean must have shape (3,) or {shape[1:]} (RGB); got {m.shape}.")
     if p.channel_order == "BGR":
         x, m = x[..., ::-1], m[..., ::-1]
-    return (x - m).astype(np.float32)
+    return x - m
 
 
 def describe_networks() -> pd.DataFrame:
-    """The registry as a table: name, input size, feature layer and width, preprocessing, weights."""
+    """The registry as a table: name, input size, feature layer/width, preprocessing, weights."""
     return pd.DataFrame([{
         "name": s.name, "input_size": s.input_size, "feature_layer": s.feature_layer,
         "feature_width": s.feature_width,

@@ -48,7 +48,7 @@ def initial_network(config: Config, source: str, classes: int = 1000):
     model = build_network(arch["network"], weights="imagenet" if pretrained else None,
                           input_size=arch["input_size"], width=arch["width"], classes=classes,
                           weights_path=weights_path, seed=config.seed)
-    mean = imagenet_mean(spec, weights_path) if pretrained else None
+    mean = imagenet_mean(spec.name, weights_path) if pretrained else None
     return model, spec, mean
 
 

@@ -662,7 +662,7 @@ def write_report(out_dir: str | os.PathLike, metrics: pd.DataFrame, predictions:
                  header: dict | None = None, paper_table: pd.DataFrame | None = PAPER_TABLE1, *,
                  paper_difficulty: pd.DataFrame | None = PAPER_TABLE4,
                  difficulty_cell: str = "imagenet+ft", threshold: float = 0.0,
-                 n_boot: int = 1000, seed: int = 0) -> Path:
+                 n_boot: int = 1000, seed: int = 0, extra_sections: Sequence[str] = ()) -> Path:
     """Write ``report.md``, ``auc.png``, ``roc.png`` and ``comparisons.csv`` into ``out_dir``.
 
     ``report.md`` is written last, so its presence means the report is complete.
@@ -682,6 +682,7 @@ def write_report(out_dir: str | os.PathLike, metrics: pd.DataFrame, predictions:
         threshold: decision threshold of ACC, SE, SP and F1 (0 = the SVM's decision).
         n_boot: bootstrap resamples for single-run intervals.
         seed: bootstrap seed.
+        extra_sections: markdown lines inserted before the comparisons (e.g. Table 3).
 
     Returns:
         The path of ``report.md``.
@@ -716,6 +717,7 @@ def write_report(out_dir: str | os.PathLike, metrics: pd.DataFrame, predictions:
               "not Table 1's one-vs-one mean).", "", "![ROC curves per design](roc.png)", ""]
     lines += _difficulty_section(predictions, manifest, difficulty_cell, paper_difficulty) + [""]
 
+    lines += list(extra_sections)
     frame = _with_cells(metrics, "metrics table")
     lines += ["## Comparisons between cells", ""]
     if _is_5x2(frame):
@@ -741,3 +743,112 @@ def write_report(out_dir: str | os.PathLike, metrics: pd.DataFrame, predictions:
     plot_auc(summary, out / "auc.png", paper_table, not_run)
     write_text(out / "report.md", "\n".join(lines) + "\n")
     return out / "report.md"
+
+
+# --- the `report` and `compare` stages -----------------------------------------------------------
+
+def read_results(config) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """``metrics.csv`` and ``predictions.csv`` of an experiment, ``finetune`` as bool."""
+    from pipeline import artifacts
+
+    frames = []
+    for name in ("metrics.csv", "predictions.csv"):
+        frame = pd.read_csv(artifacts.require(config, name), keep_default_na=False,
+                            na_values=[""], dtype={"design": str, "source": str, "image": str,
+                                                   "y_true": str})
+        frame["finetune"] = frame["finetune"].astype(str).str.lower().eq("true")
+        frames.append(frame)
+    return frames[0], frames[1]
+
+
+def experiment_header(config) -> dict:
+    """The experiment facts printed at the top of the report."""
+    import datetime
+
+    import pipeline
+    from pipeline import netstore
+    from pipeline.networks import get_network
+
+    arch = netstore.architecture(config)
+    spec = get_network(arch["network"])
+    width = spec.feature_width if arch["width"] == 1.0 else f"{spec.feature_width} x {arch['width']:g}"
+    pre, ft = config.recipe("pretrain"), config.recipe("finetune")
+    header = {
+        "experiment": config.name, "description": config["experiment"]["description"],
+        "config": str(config.path),
+        "dataset": f"{config['data']['dataset']} ({config['data']['root']})",
+        "network": f"{arch['network']}, input {arch['input_size']}x{arch['input_size']}, "
+                   f"width x{arch['width']:g}, features `{spec.feature_layer}` ({width})",
+        "cells": ", ".join(c.name for c in config.cells),
+        "designs": ", ".join(config.designs),
+        "folds": f"{config['folds']['scheme']}" + (f", {config['folds']['repeats']} repeats"
+                                                     if config["folds"]["scheme"] == "5x2" else ""),
+        "training": f"pretrain {pre.epochs} epochs, fine-tune {ft.epochs} epochs, batch "
+                    f"{ft.batch_size}, SGD lr {ft.learning_rate:g} Nesterov momentum {ft.momentum:g},"
+                    f" L2 {ft.l2:g}, augmentation {ft.augment}",
+        "svm": f"C in {list(config['svm']['C_grid'])}, selection {config['svm']['selection']}",
+        "seed": config.seed,
+    }
+    if config["experiment"]["scaled_down"]:
+        header["scaled down (declared)"] = config["experiment"]["scaled_down"]
+    header["written"] = datetime.datetime.now().strftime("%Y-%m-%d %H:%M")
+    header["pipeline version"] = pipeline.__version__
+    return header
+
+
+def architectures_section(config, metrics: pd.DataFrame) -> list[str]:
+    """Table 3 lines: this experiment's network and those of ``report.architectures``."""
+    from pipeline.config import load_config
+    from pipeline.networks import get_network
+
+    if not config["report"]["architectures"]:
+        return []
+    by_network = {get_network(config["network"]["name"]).name: metrics}
+    for other_path in config["report"]["architectures"]:
+        other = load_config(other_path)
+        by_network[get_network(other["network"]["name"]).name] = read_results(other)[0]
+    table = table_architectures(by_network)
+    rows = [[name, *[v if isinstance(v, str) else f"{v:.1f}" for v in row]]
+            for name, row in table.iterrows()]
+    return ["## Table 3: AUC (%) by architecture (ImageNet + fine-tuning)", "",
+            markdown_table(["Network", *map(str, table.columns)], rows), ""]
+
+
+def add_arguments(parser) -> None:
+    parser.add_argument("--config", required=True, help="experiment file, e.g. experiments/demo.toml")
+
+
+def run(args) -> int:
+    from pipeline import artifacts
+    from pipeline.config import load_config
+
+    config = load_config(args.config)
+    metrics, predictions = read_results(config)
+    faithful = (config["data"]["dataset"] == "derm7pt" and config["network"]["name"] == "vgg-m"
+                and not config["experiment"]["scaled_down"])
+    path = write_report(
+        config.output_dir, metrics, predictions, manifest=artifacts.manifest(config),
+        not_run=artifacts.not_run(config), header=experiment_header(config),
+        paper_table=PAPER_TABLE1 if faithful else None,
+        paper_difficulty=PAPER_TABLE4 if faithful else None,
+        difficulty_cell=config["report"]["difficulty_cell"], threshold=config["report"]["threshold"],
+        seed=config.seed, extra_sections=architectures_section(config, metrics))
+    print(f"report: {path}")
+    return 0
+
+
+def compare_add_arguments(parser) -> None:
+    add_arguments(parser)
+    parser.add_argument("--metric", default="auc", help="metric compared (default auc)")
+
+
+def compare_run(args) -> int:
+    from pipeline.config import load_config
+
+    config = load_config(args.config)
+    metrics, _ = read_results(config)
+    if args.metric not in metrics.columns:
+        raise PipelineError(f"--metric {args.metric!r} is not a column of metrics.csv; choose one "
+                            f"of {', '.join(METRIC_TITLES)}.")
+    print(format_comparison_table(comparisons(metrics, metric=args.metric)))
+    return 0

@@ -207,6 +207,7 @@ def test_validation_split_without_a_class_is_an_error():
 @pytest.mark.parametrize("kwargs, message", [
     ({"C_grid": []}, "C_grid"),
     ({"C_grid": [1.0, -2.0]}, "C_grid"),
+    ({"C_grid": ["big"]}, "C_grid"),
     ({"C_grid": [1.0], "selection": "best"}, "unknown C selection"),
     ({"C_grid": [1.0], "solver": "sgd"}, "unknown SVM solver"),
     ({"C_grid": [1.0], "validation_fraction": 1.5}, "validation_fraction"),
