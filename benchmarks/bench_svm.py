@@ -1,4 +1,4 @@
-"""Benchmark: the fast SVM selection of ``pipeline.classify`` against the reference protocol.
+"""Benchmark: the fast SVM selection of ``pipeline.svm`` against the reference protocol.
 
 On synthetic fc7-like features (Gaussian, classes shifted along a random 32-dimensional subspace,
 unequal class sizes like the Atlas), for each of the first ``--runs`` runs of a 5x2 split:
@@ -26,7 +26,7 @@ import numpy as np
 from sklearn.metrics import roc_auc_score
 from sklearn.model_selection import RepeatedStratifiedKFold
 
-from pipeline.classify import decision_scores, reference_protocol_fit, select_and_fit
+from pipeline.svm import decision_scores, reference_protocol_fit, select_and_fit
 from pipeline.evaluate import auc_ovo_mean
 
 C_GRID = np.logspace(-3, 4, 8)

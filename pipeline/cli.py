@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
 
 # command -> (module, function prefix, one-line help). The function names are
@@ -54,6 +55,7 @@ def main(argv: list[str] | None = None) -> int:
               file=sys.stderr)
         return 2
     module_name, prefix, help_ = COMMANDS[name]
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # TensorFlow's C++ start-up chatter
     module = importlib.import_module(module_name)
     parser = argparse.ArgumentParser(prog=f"python -m pipeline {name}", description=help_)
     getattr(module, f"{prefix}add_arguments")(parser)

@@ -51,7 +51,7 @@ def feature_key(net_entry: str | Path, images, ids: list[str]) -> dict:
     info = read_json(net_entry / "manifest.json")
     return {"digest": info["digest"], "network": info["network"],
             "layer": get_network(info["network"]).feature_layer, "input_size": info["input_size"],
-            "width": info["width"], "mean": np.load(net_entry / "mean.npy").tolist(),
+            "width": info["width"], "mean": _listed(netstore.load_mean(net_entry)),
             "images": images.key, "ids": hash_json(ids)}
 
 
@@ -193,3 +193,7 @@ def run(args: argparse.Namespace) -> int:
     write_csv(config.path_of("features.csv"), pd.DataFrame(
         rows, columns=["source", "finetune", "design", "repeat", "train_half", "entry"]))
     return 0
+
+
+def _listed(mean: np.ndarray | None) -> list | None:
+    return None if mean is None else np.asarray(mean).tolist()

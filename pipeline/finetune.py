@@ -48,13 +48,13 @@ def finetune_one(config: Config, source_entry: Path, images, table: pd.DataFrame
     pixels = images.get(train_ids)
     info = read_json(Path(source_entry) / "manifest.json")
     imagenet_derived = info["source"] in ("imagenet", "double")
-    mean = np.load(Path(source_entry) / "mean.npy") if imagenet_derived else compute_mean(pixels)
+    mean = netstore.load_mean(source_entry) if imagenet_derived else compute_mean(pixels)
     recipe = config.recipe("finetune")
     key_inputs = {**netstore.architecture(config), "stage": "finetune",
                   "source": info["source"], "source_digest": info["digest"],
                   "design": design, "classes": list(classes), "images": images.key,
                   "ids_labels": hash_json([train_ids, labels.tolist()]), "recipe": recipe.as_dict(),
-                  "seed": config.seed, "mean": np.asarray(mean).tolist()}
+                  "seed": config.seed, "mean": None if mean is None else np.asarray(mean).tolist()}
     entry = netstore.entry_dir(config, key_inputs)
     if entry_complete(entry):
         log(f"finetune {tag}: cached")
@@ -65,7 +65,7 @@ def finetune_one(config: Config, source_entry: Path, images, table: pd.DataFrame
     result = train_classifier(model, pixels, labels, recipe=recipe,
                               preprocess=lambda x: preprocess(source_net.spec, x, mean),
                               seed=config.seed, workdir=entry.with_name(entry.name + ".partial"),
-                              log=log)
+                              log=None)
     netstore.save(entry, model, mean, {**key_inputs, "best_epoch": result.best_epoch,
                                        "best_val_loss": result.best_val_loss,
                                        "images_per_second": result.images_per_second})

@@ -28,7 +28,7 @@ class StoredNetwork:
 
     model: object  # keras.Model
     spec: object  # pipeline.networks.NetworkSpec
-    mean: np.ndarray  # shape (3,), RGB
+    mean: np.ndarray | None  # shape (3,), RGB; None: the backbone's own preprocess_input
     entry: Path
     info: dict
 
@@ -63,7 +63,8 @@ def save(entry: Path, model, mean: np.ndarray, inputs: dict) -> Path:
     entry.mkdir(parents=True, exist_ok=True)
     with atomic_path(entry / "model.weights.h5") as tmp:
         model.save_weights(tmp)
-    save_npy(entry / "mean.npy", np.asarray(mean, dtype=np.float32).reshape(3))
+    if mean is not None:
+        save_npy(entry / "mean.npy", np.asarray(mean, dtype=np.float32).reshape(3))
     finish_entry(entry, {**inputs, "classes": int(model.output_shape[-1]),
                          "digest": weights_digest(model)})
     return entry
@@ -71,7 +72,7 @@ def save(entry: Path, model, mean: np.ndarray, inputs: dict) -> Path:
 
 def load(entry: str | Path) -> StoredNetwork:
     """Rebuild a network from its entry (architecture from the manifest, then its weights)."""
-    from pipeline.networks import build_network, get_network
+    from pipeline.networks import get_network
 
     entry = Path(entry)
     if not entry_complete(entry):
@@ -79,11 +80,21 @@ def load(entry: str | Path) -> StoredNetwork:
                             "rerun `make pretrain` / `make finetune` to rebuild it.")
     info = read_json(entry / "manifest.json")
     spec = get_network(info["network"])
-    model = build_network(info["network"], weights=None, input_size=info["input_size"],
-                          width=info["width"], classes=info["classes"])
+    # Keras' default init, not the (slow) orthogonal one: every weight is overwritten next, and
+    # load_weights fails loudly on any mismatch, so nothing random survives.
+    model = spec.builder(spec, info["input_size"], info["width"], info["classes"], None, 0)
     model.load_weights(entry / "model.weights.h5")
-    mean = np.load(entry / "mean.npy")
-    return StoredNetwork(model=model, spec=spec, mean=mean, entry=entry, info=info)
+    if weights_digest(model) != info["digest"]:
+        raise PipelineError(f"network entry {entry}: the loaded weights do not match the digest in "
+                            "its manifest.json (a damaged file?). Delete the folder and rerun.")
+    return StoredNetwork(model=model, spec=spec, mean=load_mean(entry), entry=entry, info=info)
+
+
+def load_mean(entry: str | Path) -> np.ndarray | None:
+    """The RGB mean of a network entry, or ``None`` for a Keras backbone with ImageNet weights,
+    whose own ``preprocess_input`` applies."""
+    path = Path(entry) / "mean.npy"
+    return np.load(path) if path.is_file() else None
 
 
 def remove_partial(entry: Path) -> None:

@@ -31,7 +31,7 @@ import numpy as np
 import pandas as pd
 import scipy.linalg
 
-from pipeline.errors import PipelineError
+from pipeline.errors import PipelineError, WeightsUnavailable
 from pipeline.matconvnet import MIN_INPUT_SIZE
 
 log = logging.getLogger(__name__)
@@ -259,20 +259,24 @@ def imagenet_weights_file(spec: NetworkSpec, input_size: int | None = None,
         The path of the file; the cache is looked at before any download is tried.
 
     Raises:
-        PipelineError: naming the file to place and where, or the config key to set.
+        WeightsUnavailable: naming the file to place and where, or the config key to set.
     """
     if weights_path is not None:
         path = Path(weights_path).expanduser()
         if not path.is_file():
-            raise PipelineError(f"ImageNet weights file {path} (`network.imagenet_weights`) for "
-                                f"{spec.name} does not exist; expected {spec.imagenet_file}.")
+            raise WeightsUnavailable(
+                f"ImageNet weights file {path} (`network.imagenet_weights`) for {spec.name} does "
+                "not exist", f"place {spec.imagenet_file} at {path} or correct "
+                "`network.imagenet_weights`")
         return path
     if spec.imagenet_url is None:
-        raise PipelineError(
-            f"{spec.name} ImageNet weights need a local file: download imagenet-vgg-m.mat from "
-            "https://www.vlfeat.org/matconvnet/pretrained/, run `python -m pipeline "
-            "convert-matconvnet --mat imagenet-vgg-m.mat --out models/imagenet-vgg-m.npz` and set "
-            "`network.imagenet_weights` in the experiment config to that file.")
+        raise WeightsUnavailable(
+            f"{spec.name} ImageNet weights need a local file and `network.imagenet_weights` is "
+            "not set",
+            "download imagenet-vgg-m.mat from https://www.vlfeat.org/matconvnet/pretrained/, run "
+            "`python -m pipeline convert-matconvnet --mat imagenet-vgg-m.mat --out "
+            "models/imagenet-vgg-m.npz` and set `network.imagenet_weights` in the experiment "
+            "config to that file (the paper's VGG-M: width 1.0, input 224)")
     name = spec.imagenet_file.format(size=_mobilenet_rows(input_size or spec.input_size))
     cache = keras_cache_dir()
     if (cache / name).is_file():  # looked at before any download is tried
@@ -280,11 +284,11 @@ def imagenet_weights_file(spec: NetworkSpec, input_size: int | None = None,
     try:
         return _fetch(spec.imagenet_url + name, cache)
     except Exception as exc:  # any failure to download ends here, never in random weights
-        raise PipelineError(
+        raise WeightsUnavailable(
             f"ImageNet weights for {spec.name} are not in the Keras cache and could not be "
-            f"downloaded ({type(exc).__name__}: {exc}). Place the file {name} (from "
-            f"{spec.imagenet_url}{name}) at {cache / name}, or set `network.imagenet_weights` in "
-            "the experiment config to its path.") from exc
+            f"downloaded ({type(exc).__name__}: {exc})",
+            f"place the file {name} (from {spec.imagenet_url}{name}) at {cache / name}, or set "
+            "`network.imagenet_weights` in the experiment config to its path") from exc
 
 
 def _mobilenet_rows(size: int) -> int:

@@ -37,8 +37,9 @@ def log(message: str) -> None:
 
 def initial_network(config: Config, source: str, classes: int = 1000):
     """The network a source starts from: orthogonal init (``none``, ``retinopathy``) or ImageNet
-    weights (``imagenet``, ``double``). Returns ``(model, spec, mean or None)``; the mean is the
-    ImageNet mean for ImageNet weights, ``None`` where the training set's mean is to be used."""
+    weights (``imagenet``, ``double``). Returns ``(model, spec, mean, pretrained)``: the mean is the
+    one that comes with ImageNet weights (``None`` for Keras backbones, whose ``preprocess_input``
+    applies) and is computed from the training set when not ``pretrained``."""
     from pipeline.networks import build_network, get_network, imagenet_mean
 
     arch = netstore.architecture(config)
@@ -49,10 +50,11 @@ def initial_network(config: Config, source: str, classes: int = 1000):
                           input_size=arch["input_size"], width=arch["width"], classes=classes,
                           weights_path=weights_path, seed=config.seed)
     mean = imagenet_mean(spec.name, weights_path) if pretrained else None
-    return model, spec, mean
+    return model, spec, mean, pretrained
 
 
-def train_on_retinopathy(config: Config, model, spec, mean, init_digest: str, source: str) -> Path:
+def train_on_retinopathy(config: Config, model, spec, mean, pretrained: bool, init_digest: str,
+                         source: str) -> Path:
     """Train ``model`` (head replaced by a 5-way softmax) on the Retinopathy source task."""
     from pipeline.images import build_image_cache
     from pipeline.networks import preprocess, replace_head
@@ -65,12 +67,13 @@ def train_on_retinopathy(config: Config, model, spec, mean, init_digest: str, so
                                crop_black_frame=False)
     y = table["category"].astype(int).to_numpy()
     pixels = images.get(table["image"].tolist())
-    if mean is None:
+    if not pretrained:
         mean = compute_mean(pixels)
     recipe = config.recipe("pretrain")
     key_inputs = {**arch, "stage": "pretrain", "source": source, "init": init_digest,
                   "images": images.key, "ids_labels": hash_json([table["image"].tolist(), y.tolist()]),
-                  "recipe": recipe.as_dict(), "seed": config.seed, "mean": mean.tolist()}
+                  "recipe": recipe.as_dict(), "seed": config.seed,
+                  "mean": None if mean is None else np.asarray(mean).tolist()}
     entry = netstore.entry_dir(config, key_inputs)
     if entry_complete(entry):
         log(f"pretrain {source}: cached in {entry}")
@@ -80,7 +83,7 @@ def train_on_retinopathy(config: Config, model, spec, mean, init_digest: str, so
         f"({np.bincount(y, minlength=5).tolist()} per grade), {recipe.epochs} epochs")
     result = train_classifier(model, pixels, y, recipe=recipe,
                               preprocess=lambda x: preprocess(spec, x, mean), seed=config.seed,
-                              workdir=entry.with_name(entry.name + ".partial"), log=log)
+                              workdir=entry.with_name(entry.name + ".partial"), log=None)
     netstore.save(entry, model, mean, {**key_inputs, "best_epoch": result.best_epoch,
                                        "best_val_loss": result.best_val_loss,
                                        "images_per_second": result.images_per_second})
@@ -93,12 +96,12 @@ def pretrain_source(config: Config, source: str) -> Path:
     from pipeline.images import build_image_cache
     from pipeline.train import compute_mean
 
-    model, spec, mean = initial_network(config, source)
+    model, spec, mean, pretrained = initial_network(config, source)
     init_digest = netstore.weights_digest(model)
     if source in ("retinopathy", "double"):
-        return train_on_retinopathy(config, model, spec, mean, init_digest, source)
+        return train_on_retinopathy(config, model, spec, mean, pretrained, init_digest, source)
     arch = netstore.architecture(config)
-    if mean is None:
+    if not pretrained:
         # Untrained network used as a feature extractor: centre on the target images' mean (an
         # unsupervised statistic of the whole dataset, the only training set this network has).
         table = artifacts.manifest(config)
@@ -107,7 +110,7 @@ def pretrain_source(config: Config, source: str) -> Path:
                                    crop_black_frame=config["data"]["crop_black_frame"])
         mean = compute_mean(images.get(table["image"].tolist()))
     key_inputs = {**arch, "stage": "pretrain", "source": source, "init": init_digest,
-                  "mean": np.asarray(mean).tolist()}
+                  "mean": None if mean is None else np.asarray(mean).tolist()}
     entry = netstore.entry_dir(config, key_inputs)
     if entry_complete(entry):
         log(f"pretrain {source}: cached in {entry}")

@@ -144,7 +144,7 @@ def test_offline_download_fails_fast_at_the_probe(monkeypatch, tmp_path):
     monkeypatch.setattr(networks.socket, "create_connection", no_connection)
     monkeypatch.setattr(keras.utils, "get_file", no_download)
     with pytest.raises(PipelineError,
-                       match=r"\(OSError: unreachable\)\. Place the file efficientnetb0_notop"):
+                       match=r"\(OSError: unreachable\)\. Fix: place the file efficientnetb0_notop"):
         networks.build_network("efficientnetb0", weights="imagenet")
 
 

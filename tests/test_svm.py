@@ -1,4 +1,4 @@
-"""Tests of pipeline.classify: the SVM, the choice of C, determinism, bad input, no TensorFlow."""
+"""Tests of pipeline.svm: the SVM, the choice of C, determinism, bad input, no TensorFlow."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ from sklearn.model_selection import StratifiedShuffleSplit
 from sklearn.preprocessing import normalize
 from sklearn.svm import SVC
 
-from pipeline.classify import (GramLinearSVC, decision_scores, make_svm, reference_protocol_fit,
+from pipeline.svm import (GramLinearSVC, decision_scores, make_svm, reference_protocol_fit,
                                select_and_fit)
 from pipeline.errors import PipelineError
 from pipeline.evaluate import auc_ovo_mean
@@ -33,7 +33,7 @@ def blobs(n: int, d: int, k: int = 2, shift: float = 0.4, seed: int = 0):
 
 
 def test_modules_do_not_import_tensorflow():
-    code = ("import sys, pipeline.classify, pipeline.evaluate; "
+    code = ("import sys, pipeline.svm, pipeline.classify, pipeline.evaluate; "
             "bad = [m for m in ('tensorflow', 'keras') if m in sys.modules]; "
             "assert not bad, bad")
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
