@@ -228,7 +228,8 @@ def cell_metrics(y_true: Sequence, scores: np.ndarray, classes: Sequence,
             "f1": float(f1_score(idx == mel, pred == mel, zero_division=0.0))}
 
 
-def mean_ci(values: Sequence[float], confidence: float = 0.95) -> tuple[float, float, float, float]:
+def mean_ci(values: Sequence[float], confidence: float = 0.95,
+            bounds: tuple[float, float] | None = None) -> tuple[float, float, float, float]:
     """Mean, standard deviation and Student's t confidence interval over runs.
 
     The 10 runs of 5x2 cross-validation share training data (each image is in five training
@@ -238,10 +239,12 @@ def mean_ci(values: Sequence[float], confidence: float = 0.95) -> tuple[float, f
     Args:
         values: array of shape (n_runs,), one metric value per run.
         confidence: coverage of the interval, in (0, 1).
+        bounds: the metric's range, e.g. ``(0, 1)`` for AUC; the interval is clipped to it (the t
+            interval ignores that a proportion cannot exceed 1).
 
     Returns:
         ``(mean, sd, low, high)``; ``sd`` uses n - 1. With one run ``sd``, ``low`` and ``high``
-        are NaN (use ``bootstrap_ci`` for a single split).
+        are NaN (use ``bootstrap_ci`` for a single split); identical runs give ``low == high``.
     """
     values = np.asarray(values, dtype=float).ravel()
     if values.size == 0 or not np.all(np.isfinite(values)):
@@ -251,8 +254,13 @@ def mean_ci(values: Sequence[float], confidence: float = 0.95) -> tuple[float, f
     mean = float(values.mean())
     if values.size == 1:
         return mean, float("nan"), float("nan"), float("nan")
+    sd = float(values.std(ddof=1))
+    if sd == 0:
+        return mean, 0.0, mean, mean
     low, high = stats.t.interval(confidence, values.size - 1, loc=mean, scale=stats.sem(values))
-    return mean, float(values.std(ddof=1)), float(low), float(high)
+    if bounds is not None:
+        low, high = max(low, bounds[0]), min(high, bounds[1])
+    return mean, sd, float(low), float(high)
 
 
 def bootstrap_ci(y: Sequence, score: np.ndarray, metric: Callable[[np.ndarray, np.ndarray], float],

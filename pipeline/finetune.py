@@ -68,7 +68,8 @@ def finetune_one(config: Config, source_entry: Path, images, table: pd.DataFrame
                               log=None)
     netstore.save(entry, model, mean, {**key_inputs, "best_epoch": result.best_epoch,
                                        "best_val_loss": result.best_val_loss,
-                                       "images_per_second": result.images_per_second})
+                                       "images_per_second": result.images_per_second,
+                                       "history": result.history})
     netstore.remove_partial(entry)
     return entry
 

@@ -86,7 +86,8 @@ def train_on_retinopathy(config: Config, model, spec, mean, pretrained: bool, in
                               workdir=entry.with_name(entry.name + ".partial"), log=None)
     netstore.save(entry, model, mean, {**key_inputs, "best_epoch": result.best_epoch,
                                        "best_val_loss": result.best_val_loss,
-                                       "images_per_second": result.images_per_second})
+                                       "images_per_second": result.images_per_second,
+                                       "history": result.history})
     netstore.remove_partial(entry)
     return entry
 

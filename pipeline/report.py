@@ -225,7 +225,7 @@ def summarize(metrics: pd.DataFrame, columns: Sequence[str] = ("auc",),
                 if len(values) == 0:
                     row.update(mean=np.nan, sd=np.nan, low=np.nan, high=np.nan, ci="no values")
                 elif len(values) > 1 or preds is None:
-                    mean, sd, low, high = mean_ci(values, confidence)
+                    mean, sd, low, high = mean_ci(values, confidence, bounds=(0.0, 1.0))
                     row.update(mean=mean, sd=sd, low=low, high=high,
                                ci=f"t, {len(values)} runs" if len(values) > 1 else "single run")
                 else:
