@@ -1,0 +1,83 @@
+"""Benchmark: training throughput (images/s) of the one training routine, per network and size.
+
+Runs ``pipeline.train.train_classifier`` (the code path of pretrain and finetune: tf.data from a
+uint8 array, minority augmentation, SGD + Nesterov, L2, validation every epoch) on synthetic
+images for a few epochs and reports the throughput of the last epoch (the first pays for tracing).
+
+    python benchmarks/bench_train.py [--quick] [--out FILE]
+"""
+
+from __future__ import annotations
+
+import argparse
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+# (network, input size, width, batch size, images, epochs)
+CASES = [
+    ("vgg-m", 64, 0.125, 32, 192, 3),   # the demo's settings
+    ("vgg16", 64, 0.125, 32, 192, 3),   # VGG-16 at the demo's settings
+    ("vgg-m", 224, 1.0, 16, 48, 2),     # the paper's VGG-M
+    ("vgg16", 224, 1.0, 8, 24, 2),      # the paper's VGG-16
+]
+QUICK = [("vgg-m", 64, 0.125, 32, 96, 2)]
+
+
+def measure(name: str, size: int, width: float, batch: int, n: int, epochs: int) -> dict:
+    """Train a fresh network on ``n`` random images; returns the last epoch's throughput."""
+    from pipeline.networks import build_network, get_network, preprocess
+    from pipeline.recipe import TrainRecipe
+    from pipeline.train import train_classifier
+
+    rng = np.random.default_rng(0)
+    images = rng.integers(0, 256, size=(n, size, size, 3), dtype=np.uint8)
+    y = (np.arange(n) % 3 == 0).astype(int)  # 1:2 imbalance, so minority augmentation runs
+    spec = get_network(name)
+    model = build_network(name, weights=None, input_size=size, width=width, classes=2, seed=0)
+    mean = np.full(3, 127.5)
+    started = time.perf_counter()
+    with tempfile.TemporaryDirectory() as work:
+        result = train_classifier(model, images, y, recipe=TrainRecipe(epochs=epochs,
+                                                                       batch_size=batch),
+                                  preprocess=lambda x: preprocess(spec, x, mean), seed=0,
+                                  workdir=Path(work), progress=False)
+    from pipeline.augment import epoch_length
+    from pipeline.train import split_validation
+
+    recipe = TrainRecipe(epochs=epochs, batch_size=batch)
+    train_idx, _ = split_validation(y, recipe.validation_fraction, 0)
+    examples = epoch_length(y[train_idx], recipe)  # per epoch, after minority augmentation
+    last = result.history[-1]
+    return {"network": name, "input": size, "width": width, "batch": batch, "images": n,
+            "epochs": epochs, "images_per_s": examples / last["train_seconds"],
+            "wall_s": time.perf_counter() - started}
+
+
+def table(rows: list[dict]) -> str:
+    lines = ["| network | input | width | batch | images/s (training) | run wall s |",
+             "|---|---|---|---|---|---|"]
+    lines += [f"| {r['network']} | {r['input']} | {r['width']:g} | {r['batch']} | "
+              f"{r['images_per_s']:.1f} | {r['wall_s']:.1f} |" for r in rows]
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> str:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="one small case, for a smoke run")
+    parser.add_argument("--out", help="write the markdown table here")
+    args = parser.parse_args(argv)
+    rows = [measure(*case) for case in (QUICK if args.quick else CASES)]
+    text = table(rows)
+    print(text)
+    if args.out:
+        from pipeline.cache import write_text
+
+        write_text(args.out, text + "\n")
+    return text
+
+
+if __name__ == "__main__":
+    main()
