@@ -89,6 +89,18 @@ def not_run(config: Config) -> list[dict]:
     return out
 
 
+def target_images(config: Config, table: pd.DataFrame | None = None):
+    """The image cache of the target dataset at the network's input size (built by ``data``;
+    finding it again decodes nothing)."""
+    from pipeline import netstore
+    from pipeline.images import build_image_cache
+
+    table = manifest(config) if table is None else table
+    size = netstore.architecture(config)["input_size"]
+    return build_image_cache(table, config.cache_dir / "images", (size, size),
+                             crop_black_frame=config["data"]["crop_black_frame"])
+
+
 def read_index(config: Config, name: str) -> pd.DataFrame:
     """An index CSV (``finetuned.csv``, ``features.csv``) with typed columns."""
     table = pd.read_csv(require(config, name), dtype={"design": str, "entry": str, "source": str},

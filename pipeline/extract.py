@@ -154,15 +154,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from pipeline.designs import apply_design
-    from pipeline.images import build_image_cache
     from pipeline.networks import select_device
 
     config = load_config(args.config)
     select_device()
     table = artifacts.manifest(config)
-    size = netstore.architecture(config)["input_size"]
-    images = build_image_cache(table, config.cache_dir / "images", (size, size),
-                               crop_black_frame=config["data"]["crop_black_frame"])
+    images = artifacts.target_images(config, table)
     jobs = []  # (row of features.csv without entry, network entry, ids)
     sources = artifacts.networks(config)
     for cell in (c for c in config.cells if not c.finetune):

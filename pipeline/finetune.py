@@ -40,8 +40,8 @@ def finetune_one(config: Config, source_entry: Path, images, table: pd.DataFrame
     The source network is loaded afresh for every run, so no run starts from weights another run
     has changed.
     """
-    from pipeline.networks import preprocess, replace_head
-    from pipeline.train import compute_mean, train_classifier
+    from pipeline.networks import replace_head
+    from pipeline.train import compute_mean
 
     classes = get_design(design).classes
     labels = table.set_index("image").loc[train_ids, "y"].to_numpy()
@@ -62,15 +62,8 @@ def finetune_one(config: Config, source_entry: Path, images, table: pd.DataFrame
     log(f"finetune {tag}: {len(train_ids)} images, {recipe.epochs} epochs")
     source_net = netstore.load(source_entry)
     model = replace_head(source_net.model, source_net.spec, len(classes), seed=config.seed)
-    result = train_classifier(model, pixels, labels, recipe=recipe,
-                              preprocess=lambda x: preprocess(source_net.spec, x, mean),
-                              seed=config.seed, workdir=entry.with_name(entry.name + ".partial"),
-                              log=None)
-    netstore.save(entry, model, mean, {**key_inputs, "best_epoch": result.best_epoch,
-                                       "best_val_loss": result.best_val_loss,
-                                       "images_per_second": result.images_per_second,
-                                       "history": result.history})
-    netstore.remove_partial(entry)
+    netstore.train_and_save(entry, model, source_net.spec, pixels, labels, mean, recipe,
+                            config.seed, key_inputs)
     return entry
 
 
@@ -80,16 +73,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from pipeline.designs import apply_design
-    from pipeline.images import build_image_cache
     from pipeline.networks import select_device
 
     config = load_config(args.config)
     select_device()
     sources = artifacts.networks(config)
     table = artifacts.manifest(config)
-    size = netstore.architecture(config)["input_size"]
-    images = build_image_cache(table, config.cache_dir / "images", (size, size),
-                               crop_black_frame=config["data"]["crop_black_frame"])
+    images = artifacts.target_images(config, table)
     rows = []
     for cell in (c for c in config.cells if c.finetune):
         if sources[cell.source]["status"] != "ok":

@@ -97,8 +97,34 @@ def load_mean(entry: str | Path) -> np.ndarray | None:
     return np.load(path) if path.is_file() else None
 
 
-def remove_partial(entry: Path) -> None:
-    """Delete the training work folder of an entry once the entry is complete."""
+def train_and_save(entry: Path, model, spec, pixels: np.ndarray, labels: np.ndarray,
+                   mean: np.ndarray | None, recipe, seed: int, inputs: dict) -> Path:
+    """Train ``model`` with the recipe (``pipeline.train``) and store it as the entry ``entry``.
+
+    Training checkpoints go to ``<entry>.partial/`` so an interrupted run resumes from its last
+    completed epoch; that folder is removed once the entry is complete.
+
+    Args:
+        entry: the cache folder of the trained network.
+        model: a Keras model ending in a softmax over the classes of ``labels``.
+        spec: its ``NetworkSpec`` (preprocessing).
+        pixels: uint8 images of shape (n, size, size, 3) at the network's input size.
+        labels: class indices of shape (n,).
+        mean: RGB mean subtracted from the inputs (``None``: the backbone's own preprocessing).
+        recipe: the ``TrainRecipe``.
+        seed: seed of the training sequence.
+        inputs: what the entry's key hashes, recorded in its manifest.
+    """
+    from pipeline.networks import preprocess
+    from pipeline.train import train_classifier
+
     partial = entry.with_name(entry.name + ".partial")
-    if partial.exists():
-        shutil.rmtree(partial)
+    result = train_classifier(model, pixels, labels, recipe=recipe,
+                              preprocess=lambda x: preprocess(spec, x, mean), seed=seed,
+                              workdir=partial, log=None)
+    save(entry, model, mean, {**inputs, "best_epoch": result.best_epoch,
+                              "best_val_loss": result.best_val_loss,
+                              "images_per_second": result.images_per_second,
+                              "history": result.history})
+    shutil.rmtree(partial, ignore_errors=True)
+    return entry

@@ -57,8 +57,8 @@ def train_on_retinopathy(config: Config, model, spec, mean, pretrained: bool, in
                          source: str) -> Path:
     """Train ``model`` (head replaced by a 5-way softmax) on the Retinopathy source task."""
     from pipeline.images import build_image_cache
-    from pipeline.networks import preprocess, replace_head
-    from pipeline.train import compute_mean, train_classifier
+    from pipeline.networks import replace_head
+    from pipeline.train import compute_mean
 
     table = artifacts.retinopathy_manifest(config)
     arch = netstore.architecture(config)
@@ -81,20 +81,12 @@ def train_on_retinopathy(config: Config, model, spec, mean, pretrained: bool, in
     model = replace_head(model, spec, RETINOPATHY_CLASSES, seed=config.seed)
     log(f"pretrain {source}: training on {len(y)} Retinopathy images "
         f"({np.bincount(y, minlength=5).tolist()} per grade), {recipe.epochs} epochs")
-    result = train_classifier(model, pixels, y, recipe=recipe,
-                              preprocess=lambda x: preprocess(spec, x, mean), seed=config.seed,
-                              workdir=entry.with_name(entry.name + ".partial"), log=None)
-    netstore.save(entry, model, mean, {**key_inputs, "best_epoch": result.best_epoch,
-                                       "best_val_loss": result.best_val_loss,
-                                       "images_per_second": result.images_per_second,
-                                       "history": result.history})
-    netstore.remove_partial(entry)
+    netstore.train_and_save(entry, model, spec, pixels, y, mean, recipe, config.seed, key_inputs)
     return entry
 
 
 def pretrain_source(config: Config, source: str) -> Path:
     """Build (or find in the cache) the source network of one transfer source."""
-    from pipeline.images import build_image_cache
     from pipeline.train import compute_mean
 
     model, spec, mean, pretrained = initial_network(config, source)
@@ -106,10 +98,7 @@ def pretrain_source(config: Config, source: str) -> Path:
         # Untrained network used as a feature extractor: centre on the target images' mean (an
         # unsupervised statistic of the whole dataset, the only training set this network has).
         table = artifacts.manifest(config)
-        size = arch["input_size"]
-        images = build_image_cache(table, config.cache_dir / "images", (size, size),
-                                   crop_black_frame=config["data"]["crop_black_frame"])
-        mean = compute_mean(images.get(table["image"].tolist()))
+        mean = compute_mean(artifacts.target_images(config, table).get(table["image"].tolist()))
     key_inputs = {**arch, "stage": "pretrain", "source": source, "init": init_digest,
                   "mean": None if mean is None else np.asarray(mean).tolist()}
     entry = netstore.entry_dir(config, key_inputs)
