@@ -53,14 +53,14 @@ def require(config: Config, name: str) -> Path:
 
 def manifest(config: Config) -> pd.DataFrame:
     """The target dataset's manifest (images that decoded)."""
-    from pipeline.datasets import read_manifest
+    from pipeline.manifest import read_manifest
 
     return read_manifest(require(config, "manifest.csv"))
 
 
 def retinopathy_manifest(config: Config) -> pd.DataFrame:
     """The Retinopathy source task's manifest."""
-    from pipeline.datasets import read_manifest
+    from pipeline.manifest import read_manifest
 
     return read_manifest(require(config, "retinopathy_manifest.csv"))
 

@@ -118,7 +118,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from pipeline.datasets import read_manifest
+    from pipeline.manifest import read_manifest
 
     table = class_counts(read_manifest(args.manifest))
     with pd.option_context("display.width", 120):

@@ -423,7 +423,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from pipeline.datasets import read_manifest
+    from pipeline.manifest import read_manifest
 
     if args.config:
         from pipeline.config import load_config

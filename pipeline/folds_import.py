@@ -328,7 +328,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     manifest = None
     if args.manifest:
-        from pipeline.datasets import read_manifest
+        from pipeline.manifest import read_manifest
 
         manifest = read_manifest(args.manifest)
     table, members, issues = _import(args.labels, args.folds, manifest, args.design)

@@ -1,6 +1,6 @@
 """Image cache: decode, orient and resize each image once; later stages read a memory-mapped array.
 
-Reads a manifest table (``pipeline.datasets.read_manifest``: columns ``image`` and ``abspath``) and
+Reads a manifest table (``pipeline.manifest.read_manifest``: columns ``image`` and ``abspath``) and
 writes one cache entry per (image ids and file contents, size, options):
 
     <cache_root>/<key>/images.npy     uint8 array of shape (n_images, height, width, 3)
@@ -287,7 +287,7 @@ def _hashed_table(manifest: pd.DataFrame, n_jobs: int, progress: bool) -> pd.Dat
         if column not in manifest.columns:
             raise PipelineError(f"the manifest table has no {column!r} column (columns: "
                                 f"{list(manifest.columns)}); read the manifest with "
-                                "pipeline.datasets.read_manifest.")
+                                "pipeline.manifest.read_manifest.")
     if len(manifest) == 0:
         raise PipelineError("the manifest table lists no images; there is nothing to cache.")
     table = pd.DataFrame({"image": manifest["image"].astype(str).to_numpy(),
@@ -492,7 +492,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Build (or find) the image cache entry of a manifest and print what was done."""
-    from pipeline.datasets import read_manifest  # lazily: datasets is a separate stage
+    from pipeline.manifest import read_manifest
 
     size = (args.size, args.height if args.height is not None else args.size)
     result = build_image_cache(read_manifest(args.manifest), args.cache, size,

@@ -56,7 +56,8 @@ def retinopathy_subset(frame: pd.DataFrame, max_images: int, seed: int) -> pd.Da
 
 def prepare_data(config: Config) -> None:
     """The ``data`` stage: ``manifest.csv`` (and ``retinopathy_manifest.csv``) of the experiment."""
-    from pipeline.datasets import build_manifest, summary, write_manifest
+    from pipeline.datasets import build_manifest, summary
+    from pipeline.manifest import write_manifest
 
     data = config["data"]
     frame = build_manifest(data["dataset"], data["root"], keep_acral=data["keep_acral"])

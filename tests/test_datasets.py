@@ -1,4 +1,5 @@
-"""Tests of pipeline.datasets and pipeline.vocabulary on tiny fixtures in each published format."""
+"""Tests of pipeline.datasets, pipeline.manifest and pipeline.vocabulary on tiny fixtures in each
+published format."""
 
 from __future__ import annotations
 
@@ -11,9 +12,9 @@ import pytest
 from PIL import Image
 
 from pipeline.cli import main
-from pipeline.datasets import (DATASETS, MANIFEST_COLUMNS, build_manifest, read_manifest,
-                               write_manifest)
+from pipeline.datasets import DATASETS, build_manifest
 from pipeline.errors import PipelineError
+from pipeline.manifest import MANIFEST_COLUMNS, read_manifest, write_manifest
 from pipeline.vocabulary import VOCABULARY, categorize, categorize_levels
 
 

@@ -1,4 +1,5 @@
-"""Tests for pipeline/demo_data.py: the synthetic derm7pt and Kaggle retinopathy datasets."""
+"""Tests for pipeline/demo_data.py, demo_skin.py and demo_fundus.py: the synthetic derm7pt and
+Kaggle retinopathy datasets."""
 
 from __future__ import annotations
 
@@ -15,9 +16,10 @@ from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
 from pipeline import cli
-from pipeline.demo_data import (CRITERIA, DERM7PT_COLUMNS, DIAGNOSES, SKIN_SIZE, add_frame,
-                                draw_fundus, draw_lesion, draw_lesion_views, is_current,
-                                lesion_plan, seven_point_score, write_demo_data)
+from pipeline.demo_data import is_current, write_demo_data
+from pipeline.demo_fundus import draw_fundus
+from pipeline.demo_skin import (CRITERIA, DERM7PT_COLUMNS, DIAGNOSES, SKIN_SIZE, add_frame,
+                                draw_lesion, draw_lesion_views, lesion_plan, seven_point_score)
 from pipeline.errors import PipelineError
 
 SKIN, FUNDUS = 60, 40

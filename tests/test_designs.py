@@ -6,7 +6,7 @@ import pandas as pd
 import pytest
 
 from pipeline.cli import main
-from pipeline.datasets import MANIFEST_COLUMNS, write_manifest
+from pipeline.manifest import MANIFEST_COLUMNS, write_manifest
 from pipeline.designs import DESIGNS, apply_design, class_counts, get_design
 from pipeline.errors import PipelineError
 

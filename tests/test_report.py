@@ -1,4 +1,5 @@
-"""Tests of pipeline.report on result tables generated here (metrics, predictions, manifest)."""
+"""Tests of pipeline.report and pipeline.tables (and the figures report.md embeds) on result tables
+generated here (metrics, predictions, manifest)."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ import pytest
 from PIL import Image
 from sklearn.metrics import roc_auc_score
 
-from pipeline import report
+from pipeline import report, tables
 from pipeline.designs import DESIGNS
 from pipeline.errors import PipelineError
 from pipeline.evaluate import cell_metrics
@@ -106,7 +107,7 @@ def grid():
 
 def test_table1_layout_order_and_values():
     metrics = known_metrics(ALL_CELLS)
-    table = report.table1(metrics)
+    table = tables.table1(metrics)
     assert list(table.index) == list(DESIGNS)
     assert list(table.columns) == TABLE_ORDER
     for design in DESIGNS:
@@ -115,7 +116,7 @@ def test_table1_layout_order_and_values():
             runs = metrics[(metrics["design"] == design) & (metrics["source"] == source)
                            & (metrics["finetune"] == finetune)]
             assert table.loc[design, cell] == expected_mean_sd(runs["auc"]), (design, cell)
-    numeric = report.table1_numeric(metrics)
+    numeric = tables.table1_numeric(metrics)
     expected = 100 * metrics[(metrics["design"] == "melanoma_vs_benign")
                              & (metrics["source"] == "double") & metrics["finetune"]]["auc"].mean()
     assert numeric.loc["melanoma_vs_benign", "double+ft"] == pytest.approx(expected)
@@ -129,12 +130,12 @@ def test_table1_not_run_cells_and_csv_booleans():
                 "fix": "place imagenet-vgg-m.mat in weights/"},
                {"source": "none", "finetune": "False", "reason": "r", "fix": "f",
                 "design": "melanoma_vs_benign"}]
-    table = report.table1(metrics, not_run)
+    table = tables.table1(metrics, not_run)
     assert list(table.columns) == ["none+ft", "imagenet+ft", "double+ft", "none"]
     assert (table["double+ft"] == "not run").all()
     assert table["none"].tolist() == ["no results", "not run", "no results"]
     with pytest.raises(PipelineError, match="not_run entry 0"):
-        report.table1(metrics, [{"source": "double", "finetune": "yes", "reason": "r", "fix": "f"}])
+        tables.table1(metrics, [{"source": "double", "finetune": "yes", "reason": "r", "fix": "f"}])
     assert table.loc["malignant_vs_benign", "imagenet+ft"].count("±") == 1
 
 
@@ -142,7 +143,7 @@ def test_table1_rejects_a_cell_both_run_and_not_run():
     metrics = known_metrics([("imagenet", True)])
     not_run = [{"source": "imagenet", "finetune": True, "reason": "r", "fix": "f"}]
     with pytest.raises(PipelineError, match="also listed as not run"):
-        report.table1(metrics, not_run)
+        tables.table1(metrics, not_run)
 
 
 @pytest.mark.parametrize("column, value, message", [
@@ -155,31 +156,31 @@ def test_bad_result_rows_are_named(column, value, message):
     metrics[column] = metrics[column].astype(object)
     metrics.loc[0, column] = value
     with pytest.raises(PipelineError, match=re.escape(message)):
-        report.table1(metrics)
+        tables.table1(metrics)
 
 
 def test_duplicate_runs_and_missing_columns_are_errors():
     metrics = known_metrics([("imagenet", True)])
     with pytest.raises(PipelineError, match="several rows for run"):
-        report.table1(pd.concat([metrics, metrics.head(1)]))
+        tables.table1(pd.concat([metrics, metrics.head(1)]))
     with pytest.raises(PipelineError, match="lacks columns \\['test_half'\\]"):
-        report.table1(metrics.drop(columns="test_half"))
+        tables.table1(metrics.drop(columns="test_half"))
 
 
 def test_paper_tables_hold_the_published_numbers():
     # PROTOCOL.md, "Reported results".
-    assert report.PAPER_TABLE1.loc["malignant_vs_benign"].tolist() == [76.0, 72.8, 76.0, 79.1,
+    assert tables.PAPER_TABLE1.loc["malignant_vs_benign"].tolist() == [76.0, 72.8, 76.0, 79.1,
                                                                         82.5, 78.8]
-    assert report.PAPER_TABLE1.loc["melanoma_vs_bcc_vs_benign", "imagenet+ft"] == 83.6
-    assert list(report.PAPER_TABLE1.columns) == TABLE_ORDER[:6]
-    assert report.PAPER_TABLE3.loc["VGG-16"].tolist() == [83.8, 83.5, 84.5]
+    assert tables.PAPER_TABLE1.loc["melanoma_vs_bcc_vs_benign", "imagenet+ft"] == 83.6
+    assert list(tables.PAPER_TABLE1.columns) == TABLE_ORDER[:6]
+    assert tables.PAPER_TABLE3.loc["VGG-16"].tolist() == [83.8, 83.5, 84.5]
 
 
 def test_table_architectures():
     vgg_m = known_metrics([("imagenet", True)], seed=1)
     vgg16 = known_metrics([("imagenet", True)], seed=2)
     vgg16 = vgg16[vgg16["design"] != "melanoma_vs_benign"]
-    table = report.table_architectures({"vgg_m": vgg_m, "vgg16": vgg16})
+    table = tables.table_architectures({"vgg_m": vgg_m, "vgg16": vgg16})
     assert list(table.index) == ["vgg_m", "vgg16"] and list(table.columns) == list(DESIGNS)
     runs = vgg16[vgg16["design"] == "malignant_vs_benign"]["auc"]
     assert table.loc["vgg16", "malignant_vs_benign"] == expected_mean_sd(runs)
@@ -189,7 +190,7 @@ def test_table_architectures():
 def test_table_difficulty_matches_a_direct_computation():
     manifest = make_manifest(high=4)
     predictions = make_predictions(manifest, [("imagenet", True), ("none", True)])
-    table, notes = report.table_difficulty(predictions, manifest, "imagenet+ft")
+    table, notes = tables.table_difficulty(predictions, manifest, "imagenet+ft")
     assert list(table["design"].unique()) == ["malignant_vs_benign", "melanoma_vs_benign"]
     joined = predictions.merge(manifest[["image", "difficulty"]], on="image")
     joined = joined[(joined["source"] == "imagenet") & joined["finetune"]]
@@ -219,15 +220,15 @@ def test_table_difficulty_matches_a_direct_computation():
 
 def test_table_difficulty_without_difficulty_is_skipped_with_a_note(grid):
     manifest, predictions, _ = grid
-    table, notes = report.table_difficulty(predictions, manifest.assign(difficulty=""))
+    table, notes = tables.table_difficulty(predictions, manifest.assign(difficulty=""))
     assert table.empty and "no diagnostic difficulty" in notes[0]
     with pytest.raises(PipelineError, match="not in the manifest"):
-        report.table_difficulty(predictions, manifest.iloc[5:])
+        tables.table_difficulty(predictions, manifest.iloc[5:])
 
 
 def test_comparisons_columns_orientation_and_differences(grid):
     _, _, metrics = grid
-    table = report.comparisons(metrics)
+    table = tables.comparisons(metrics)
     assert list(table.columns) == ["design", "a", "b", "mean_diff", "t_stat", "t_p", "f_stat",
                                    "f_p"]
     assert len(table) == 3 * 3  # 3 designs x C(3, 2) pairs
@@ -255,7 +256,7 @@ def test_format_comparison_table_marks_significance():
 
 def test_isic_metrics_intervals_contain_the_mean(grid):
     _, _, metrics = grid
-    table = report.table_isic_metrics(metrics)
+    table = tables.table_isic_metrics(metrics)
     assert list(table.columns) == ["AUC", "AUC OvR", "AP", "ACC", "SE", "SP", "F1", "runs", "CI"]
     for value in table[["AUC", "AP", "ACC", "SE", "SP", "F1"]].to_numpy().ravel():
         mean, low, high = map(float, re.fullmatch(r"(\S+) \[(\S+), (\S+)\]", value).groups())
@@ -269,8 +270,8 @@ def test_single_run_uses_a_seeded_bootstrap():
     manifest = make_manifest(n=60)
     predictions = make_predictions(manifest, [("imagenet", True)], repeats=1, halves=1)
     metrics = metrics_from(predictions)
-    first = report.summarize(metrics, ["auc", "f1"], predictions, n_boot=40, seed=3)
-    again = report.summarize(metrics, ["auc", "f1"], predictions, n_boot=40, seed=3)
+    first = tables.summarize(metrics, ["auc", "f1"], predictions, n_boot=40, seed=3)
+    again = tables.summarize(metrics, ["auc", "f1"], predictions, n_boot=40, seed=3)
     pd.testing.assert_frame_equal(first, again)
     assert (first["ci"] == "bootstrap, 40 resamples").all() and (first["n_runs"] == 1).all()
     assert (first["low"] <= first["mean"]).all() and (first["mean"] <= first["high"]).all()
@@ -278,7 +279,7 @@ def test_single_run_uses_a_seeded_bootstrap():
     expected = metrics[metrics["design"] == "melanoma_vs_benign"]["auc"].iloc[0]
     assert auc["mean"] == pytest.approx(expected)
     # Table 1 with a single run shows the value alone, not "± nan".
-    table = report.table1(metrics)
+    table = tables.table1(metrics)
     assert table.loc["melanoma_vs_benign", "imagenet+ft"] == f"{100 * expected:.1f}"
 
 
@@ -314,7 +315,7 @@ def test_write_report_sections_figures_and_files(grid, tmp_path):
     saved = pd.read_csv(tmp_path / "comparisons.csv")
     assert list(saved.columns) == ["design", "a", "b", "mean_diff", "t_stat", "t_p", "f_stat",
                                    "f_p"]
-    pd.testing.assert_frame_equal(saved, report.comparisons(metrics), check_dtype=False)
+    pd.testing.assert_frame_equal(saved, tables.comparisons(metrics), check_dtype=False)
     assert not list(tmp_path.glob(".*"))  # no temporary files left behind
 
 

@@ -191,7 +191,7 @@ def test_interrupted_extraction_resumes_to_the_same_features(experiment, tmp_pat
     networks = json.loads(out(experiment, "networks.json").read_text())
     net = netstore.load(networks["none"]["entry"])
     table = pd.read_csv(out(experiment, "manifest.csv"), dtype=str, keep_default_na=False)
-    from pipeline.datasets import read_manifest
+    from pipeline.manifest import read_manifest
 
     table = read_manifest(out(experiment, "manifest.csv"))
     images = build_image_cache(table, Path(networks["none"]["entry"]).parents[1] / "images",
