@@ -124,6 +124,209 @@ def markdown(rows: list[dict], args: argparse.Namespace) -> str:
     return "\n".join(lines) + "\n"
 
 
+def stage_section(quick: bool = False, seed: int = 0) -> str:
+    """The SVM stage's wall time (demo and an Atlas-sized grid) against the reference protocol.
+
+    Used by ``benchmarks/run.py`` (``make bench``); returns its section of BENCHMARKS.md.
+
+    1. ``python -m pipeline svm`` on a copy of the demo experiment (its files copied to a
+       temporary folder, so the demo's results and ``make``'s timestamps stay untouched).
+    2. The stage's code path (``classify.plan_runs``, then ``classify.run_one`` in a joblib
+       ``Parallel`` on every core, as ``classify.run`` calls them) over an Atlas-sized grid:
+       ``n_images`` x 4,096 synthetic features, 8 cells x 3 designs x 10 runs of 5x2 folds from
+       ``folds.make_folds``, once with ``selection="paper"`` (the default) and once with
+       ``selection="reference"`` (the like-for-like comparison).
+    3. ``reference_protocol_fit`` on a random sample of runs per design (same training and test
+       images), in parallel like the stage, its grid time extrapolated from the sample.
+
+    Args:
+        quick: tiny sizes (a smoke check of the code, not a measurement).
+        seed: seed of the features, folds, validation splits and the sample.
+    """
+    import os
+    import subprocess
+    import tempfile
+    from types import SimpleNamespace
+
+    import pandas as pd
+    from bench_extract import md_table
+    from bench_startup import demo_copy
+    from joblib import Parallel, delayed
+
+    from pipeline import classify
+    from pipeline.cache import finish_entry, save_npy, write_text
+    from pipeline.config import SOURCES, Cell
+    from pipeline.designs import DESIGNS, apply_design
+    from pipeline.folds import make_folds
+
+    # quick: 2 cells x 1 repeat of tiny features, so the whole section runs in seconds
+    n_images, dims, per_design, repeats = (120, 64, 1, 1) if quick else (1000, 4096, 2, 5)
+    root = Path(__file__).resolve().parent.parent
+    lines = []
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp = Path(tmp)
+        # --- 1. the demo ---
+        config, note = demo_copy(tmp)
+        command = [sys.executable, "-m", "pipeline", "svm", "--config", str(config)]
+        start = time.perf_counter()
+        done = subprocess.run(command, cwd=root, capture_output=True, text=True)
+        demo_s = time.perf_counter() - start
+        if done.returncode:
+            raise RuntimeError(f"{' '.join(command)} failed: {done.stderr[-2000:]}")
+        demo, copy = root / "experiments" / "demo", tmp / "demo"
+        same = pd.read_csv(copy / "metrics.csv").equals(pd.read_csv(demo / "metrics.csv"))
+        n_demo = len(pd.read_csv(copy / "metrics.csv"))
+        lines += ["Command: `python -m pipeline svm --config experiments/demo.toml`, run on a "
+                  "copy of the demo's input files" + (f" ({note})" if note else "") + ".", "",
+                  f"- Demo grid: **{demo_s:.1f} s** wall for {n_demo} runs (process start to "
+                  f"exit; {os.cpu_count()} cores); metrics identical to "
+                  f"`experiments/demo/metrics.csv`: {'yes' if same else 'NO'}.", ""]
+
+        # --- 2. the Atlas-sized grid through the stage's code ---
+        X, y = synthetic_features(n_images, dims, 3, seed)
+        categories = np.array(["benign", "bcc", "melanoma"])[y]  # PROPORTIONS[3]'s order
+        ids = [f"img{i:05d}" for i in range(n_images)]
+        table = pd.DataFrame({"image": ids, "category": categories, "diagnosis": categories,
+                              "group": ids})
+        rng = np.random.default_rng(seed)
+        cells = [Cell(source, ft) for source in SOURCES for ft in (False, True)]
+        cells = cells[:2] if quick else cells
+        index = []
+        for number, cell in enumerate(cells):
+            # Each cell its own features: rows swapped within each class, so labels still fit.
+            order = np.arange(n_images)
+            for k in range(3):
+                members = np.flatnonzero(y == k)
+                order[members] = rng.permutation(members)
+            entry = tmp / "features_cache" / "features" / f"cell{number}"
+            entry.mkdir(parents=True)
+            save_npy(entry / "features.npy", X[order])
+            write_text(entry / "images.txt", "\n".join(ids) + "\n")
+            finish_entry(entry, {"synthetic": cell.name})
+            keys = ([("", 0, 0)] if not cell.finetune else
+                    [(d, r, h) for d in DESIGNS for r in range(1, repeats + 1) for h in (1, 2)])
+            index += [{"source": cell.source, "finetune": cell.finetune, "design": d,
+                       "repeat": r, "train_half": h, "entry": str(entry)} for d, r, h in keys]
+        folds = {d: make_folds(table, d, seed, repeats) for d in DESIGNS}
+        labels = {d: apply_design(table, d).set_index("image")["label"] for d in DESIGNS}
+        config = SimpleNamespace(designs=tuple(DESIGNS), path="(synthetic)",
+                                 path_of=lambda name: name)
+        runs = classify.plan_runs(config, cells, pd.DataFrame(index), folds)
+        grid = {}
+        for selection in ("paper", "reference"):
+            settings = {"C_grid": C_GRID.tolist(), "selection": selection,
+                        "validation_fraction": 0.1}
+            start = time.perf_counter()
+            results = Parallel(n_jobs=-1, batch_size=1)(
+                delayed(_timed_run_one)(r, folds[r.design], labels[r.design], settings, seed)
+                for r in runs)
+            grid[selection] = {"wall": time.perf_counter() - start, "results": results}
+            print(f"  stage grid, selection={selection}: {len(runs)} runs in "
+                  f"{grid[selection]['wall']:.1f} s", file=sys.stderr, flush=True)
+
+        # --- 3. the reference protocol on a sample of the same runs ---
+        picks = [i for d in DESIGNS for i in rng.choice(
+            [i for i, r in enumerate(runs) if r.design == d], per_design, replace=False)]
+        start = time.perf_counter()
+        reference = Parallel(n_jobs=-1, batch_size=1)(
+            delayed(_reference_run)(runs[i], folds[runs[i].design], labels[runs[i].design], seed)
+            for i in picks)
+        reference_wall = time.perf_counter() - start
+        print(f"  reference protocol: {len(picks)} runs in {reference_wall:.1f} s",
+              file=sys.stderr, flush=True)
+
+    workers = min(len(picks), os.cpu_count() or 1)
+    table_rows, speed, diff = [], [], []
+    for i, ref in zip(picks, reference):
+        run = runs[i]
+        fast, paper = grid["reference"]["results"][i], grid["paper"]["results"][i]
+        speed.append(ref["seconds"] / fast["seconds"])
+        diff.append(fast["auc"] - ref["auc"])
+        table_rows.append([f"{'+'.join([run.source] + (['ft'] if run.finetune else []))}",
+                           run.design, f"{run.repeat}/{run.test_half}",
+                           f"{fast['seconds']:.2f}", f"{ref['seconds']:.1f}",
+                           f"{speed[-1]:.0f}x", f"{fast['auc']:.4f}", f"{ref['auc']:.4f}",
+                           f"{diff[-1]:+.4f}", f"{paper['seconds']:.2f}", f"{paper['auc']:.4f}"])
+    per_run_ref = float(np.mean([r["seconds"] for r in reference]))
+    ref_grid = per_run_ref * len(runs) / (os.cpu_count() or 1)
+    met = min(speed) >= 10 and max(abs(d) for d in diff) <= 0.01
+    lines += [
+        f"Atlas-sized grid: {n_images} images x {dims} synthetic features "
+        f"(`bench_svm.synthetic_features`, 3 classes, benign/bcc/melanoma "
+        f"{'/'.join(str(int(p * 100)) for p in PROPORTIONS[3])} %), {len(cells)} cells x "
+        f"{len(DESIGNS)} designs x {2 * repeats} runs = {len(runs)} runs, folds from "
+        "`folds.make_folds`, "
+        f"C in logspace(-3, 4, 8), seed {seed}; one feature entry per cell. Measured by "
+        "`bench_svm.stage_section` (`python benchmarks/run.py`, section svm): `classify.plan_runs` "
+        "and `classify.run_one` in `joblib.Parallel(n_jobs=-1)`, as the stage runs them.", "",
+        md_table(["stage setting", "runs", "wall s", "s per run (in a worker)"],
+                 [[f"`selection = \"{sel}\"`" + (" (default)" if sel == "paper" else ""),
+                   len(runs), f"{g['wall']:.1f}",
+                   f"{np.mean([r['seconds'] for r in g['results']]):.2f}"]
+                  for sel, g in grid.items()]
+                 + [["reference protocol (`reference_protocol_fit`), extrapolated", len(runs),
+                     f"~{ref_grid:.0f}", f"{per_run_ref:.1f} (mean of {len(picks)} sampled)"]]),
+        "",
+        f"Sampled runs ({per_design} per design, drawn at random; the reference protocol ran "
+        f"{len(picks)} runs in {reference_wall:.0f} s on {workers} workers, one core each, as the "
+        "stage's runs do). *Stage* = the stage with `selection = \"reference\"` (10 "
+        "validation splits, balanced class weights: the reference protocol's choice of C), the "
+        "like-for-like comparison; the default `paper` selection (one split) is shown for "
+        "its time and AUC. AUC: the paper's (one-vs-one mean for 3 classes).", "",
+        md_table(["cell", "design", "repeat/test half", "stage s", "reference s", "speed-up",
+                  "stage AUC", "reference AUC", "dAUC", "paper-selection s",
+                  "paper-selection AUC"], table_rows), "",
+        f"- Grid: the stage (`selection = \"reference\"`) took {grid['reference']['wall']:.0f} s; "
+        f"the reference protocol would take ~{ref_grid:.0f} s (mean sampled run x {len(runs)} "
+        f"runs / {os.cpu_count()} cores, an extrapolation): "
+        f"**{ref_grid / grid['reference']['wall']:.0f}x** faster "
+        f"(default `paper` selection: {ref_grid / grid['paper']['wall']:.0f}x).",
+        f"- Per sampled run: speed-up {min(speed):.0f}x to {max(speed):.0f}x, largest |dAUC| "
+        f"{max(abs(d) for d in diff):.4f}. Goal (>= 10x, |dAUC| <= 0.01 per run): "
+        + ("**met**." if met else "**NOT met**."),
+    ]
+    if quick:
+        lines += ["", "(`--quick`: tiny sizes; the figures check the code, they measure nothing.)"]
+    return "\n".join(lines) + "\n"
+
+
+def _run_data(run, folds, labels):
+    """The training and test features and labels of a run, selected as ``classify.run_one`` does."""
+    import pandas as pd
+
+    from pipeline.extract import load_features
+
+    X, ids = load_features(run.features)
+    row_of = pd.Series(np.arange(len(ids)), index=ids)
+    fold = folds[folds["repeat"] == run.repeat]
+    train_ids = fold.loc[fold["half"] != run.test_half, "image"].to_numpy()
+    test_ids = fold.loc[fold["half"] == run.test_half, "image"].to_numpy()
+    return (np.asarray(X[row_of[train_ids].to_numpy()]), labels[train_ids].to_numpy(),
+            np.asarray(X[row_of[test_ids].to_numpy()]), labels[test_ids].to_numpy())
+
+
+def _timed_run_one(run, folds, labels, settings: dict, seed: int) -> dict:
+    """``classify.run_one`` and its wall time (in the worker)."""
+    from pipeline import classify
+
+    start = time.perf_counter()
+    row, _ = classify.run_one(run, folds, labels, settings, seed, 0.0)
+    return {"seconds": time.perf_counter() - start, "auc": row["auc"], "C": row["C"]}
+
+
+def _reference_run(run, folds, labels, seed: int) -> dict:
+    """``reference_protocol_fit`` on the run's training half, scored on its test half."""
+    from pipeline.designs import get_design
+    from pipeline.evaluate import cell_metrics
+
+    start = time.perf_counter()
+    X_train, y_train, X_test, y_test = _run_data(run, folds, labels)
+    classes = get_design(run.design).classes
+    fit = reference_protocol_fit(X_train, y_train, C_GRID, seed, classes=classes)
+    auc = cell_metrics(y_test, decision_scores(fit, X_test), classes)["auc"]
+    return {"seconds": time.perf_counter() - start, "auc": auc, "C": fit.C_}
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--n-images", type=int, default=1000, help="images in the whole set")

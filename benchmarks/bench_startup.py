@@ -1,0 +1,177 @@
+"""Benchmark: start-up of the svm stage, and proof that it never imports TensorFlow.
+
+- Time from process start to the first SVM fit of ``python -m pipeline svm`` on a copy of the demo
+  experiment: a fresh process runs ``pipeline.cli.main(["svm", ...])`` as ``python -m pipeline``
+  does, with ``select_and_fit`` wrapped to note the time of its first call (``svm.n_jobs = 1`` in
+  the copy, so the fits run in that process where the wrapper sees them; with more jobs the
+  first fit also waits for joblib's worker processes to start).
+- After the run, whether ``tensorflow`` or ``keras`` is in ``sys.modules``.
+- Import time of every module the stage loaded against ``import tensorflow`` (fresh processes,
+  best of three), and the stage's heaviest imports from ``python -X importtime``.
+
+Usage: ``python benchmarks/bench_startup.py [--out FILE]``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def demo_copy(folder: Path, n_jobs: int | None = None) -> tuple[Path, str]:
+    """Copy the demo experiment's svm inputs into ``folder`` (``make demo`` first if unbuilt).
+
+    The copy's results go to ``folder/demo/``, so the demo's own files and ``make``'s
+    timestamps stay untouched; feature entries are read from the project's ``features_cache``
+    (the stage runs in the project root).
+
+    Args:
+        folder: an empty folder.
+        n_jobs: ``svm.n_jobs`` of the copy; ``None`` keeps the demo's.
+
+    Returns:
+        The copied config's path, and a note when ``make demo`` had to run (else empty).
+    """
+    demo = ROOT / "experiments" / "demo"
+    note = ""
+    if not (demo / "features.csv").is_file():
+        start = time.perf_counter()
+        subprocess.run(["make", "demo"], cwd=ROOT, check=True)
+        note = f"`make demo` ran first ({time.perf_counter() - start:.0f} s, not counted)"
+    copy = folder / "demo"
+    shutil.copytree(demo / "folds", copy / "folds")
+    for name in ("manifest.csv", "features.csv", "networks.json"):
+        shutil.copy(demo / name, copy / name)
+    text = (ROOT / "experiments" / "demo.toml").read_text(encoding="utf-8")
+    if n_jobs is not None:
+        text = (text.replace("[svm]\n", f"[svm]\nn_jobs = {n_jobs}\n", 1) if "[svm]\n" in text
+                else text + f"\n[svm]\nn_jobs = {n_jobs}\n")
+    config = folder / "demo.toml"
+    config.write_text(text, encoding="utf-8")
+    return config, note
+
+
+def child(config: str, started: float) -> dict:
+    """Run the svm stage as ``python -m pipeline`` does, noting the first ``select_and_fit``."""
+    import_start = time.time()
+    import pipeline.classify as classify
+    from pipeline.cli import main
+
+    imported = time.time()
+    real, first = classify.select_and_fit, []
+
+    def noting(*args, **kwargs):
+        if not first:
+            first.append(time.time())
+        return real(*args, **kwargs)
+
+    classify.select_and_fit = noting
+    status = main(["svm", "--config", config])
+    ended = time.time()
+    return {"status": status, "interpreter": import_start - started,
+            "import": imported - import_start, "first_fit": first[0] - started,
+            "total": ended - started, "tensorflow": "tensorflow" in sys.modules,
+            "keras": "keras" in sys.modules,
+            "modules": sorted(m for m in sys.modules if m.startswith("pipeline."))}
+
+
+def import_seconds(modules: list[str], repeat: int = 3) -> float:
+    """Best wall time of importing ``modules`` in a fresh interpreter."""
+    code = ("import time; t = time.perf_counter(); " + "; ".join(f"import {m}" for m in modules)
+            + "; print(time.perf_counter() - t)")
+    best = float("inf")
+    for _ in range(repeat):
+        done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                              check=True, cwd=ROOT, env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"})
+        best = min(best, float(done.stdout.split()[-1]))
+    return best
+
+
+def heaviest_imports(modules: list[str], top: int = 6) -> list[tuple[str, float]]:
+    """Packages by cumulative import time (``-X importtime``), seconds, ``pipeline`` left out.
+
+    A package's time is that of the line where it is first imported, so it includes the
+    packages it imports first itself (scikit-learn's includes much of SciPy's).
+    """
+    done = subprocess.run([sys.executable, "-X", "importtime", "-c",
+                           "; ".join(f"import {m}" for m in modules)],
+                          capture_output=True, text=True, check=True, cwd=ROOT)
+    totals: dict[str, float] = {}
+    for line in done.stderr.splitlines():
+        if not line.startswith("import time:") or line.count("|") != 2:
+            continue
+        _, cumulative, name = line.split("|")
+        name = name.strip()
+        if "." not in name and name != "pipeline" and cumulative.strip().isdigit():
+            totals[name] = max(totals.get(name, 0.0), int(cumulative) / 1e6)
+    return sorted(totals.items(), key=lambda kv: -kv[1])[:top]
+
+
+def section(quick: bool = False) -> str:
+    """This benchmark's section of BENCHMARKS.md (the same at every size)."""
+    from bench_extract import md_table  # not at the top: the child must import nothing extra
+
+    with tempfile.TemporaryDirectory() as tmp:
+        config, note = demo_copy(Path(tmp), n_jobs=1)
+        started = time.time()
+        done = subprocess.run([sys.executable, __file__, "--child", str(config), repr(started)],
+                              capture_output=True, text=True, cwd=ROOT)
+        if done.returncode:
+            raise RuntimeError(f"svm stage failed:\n{done.stderr[-3000:]}")
+        run = json.loads(done.stdout.strip().splitlines()[-1])
+    stage_modules = run["modules"]
+    repeat = 1 if quick else 3
+    stage_import = import_seconds(stage_modules, repeat)
+    tf_import = import_seconds(["tensorflow"], repeat)
+    heavy = heaviest_imports(stage_modules)
+    lines = [
+        "Command: `python benchmarks/bench_startup.py` (a process running "
+        "`pipeline.cli.main([\"svm\", \"--config\", <copy of experiments/demo.toml with "
+        "svm.n_jobs = 1>])`, as `python -m pipeline svm` does" + (f"; {note}" if note else "")
+        + ").", "",
+        md_table(["from process start to", "seconds"], [
+            ["interpreter up (before the first import)", f"{run['interpreter']:.2f}"],
+            ["`import pipeline.classify` + `pipeline.cli` done",
+             f"{run['interpreter'] + run['import']:.2f}"],
+            ["**first SVM fit** (`select_and_fit` called)", f"**{run['first_fit']:.2f}**"],
+            ["stage finished (all demo runs, 1 job)", f"{run['total']:.2f}"]]), "",
+        f"- TensorFlow imported by the svm stage: **{'yes' if run['tensorflow'] else 'no'}** "
+        f"(`'tensorflow' in sys.modules` after the run); Keras: "
+        f"{'yes' if run['keras'] else 'no'}.",
+        f"- Import of the {len(stage_modules)} `pipeline` modules the stage loaded "
+        f"({', '.join(m.split('.', 1)[1] for m in stage_modules)}) with their dependencies: "
+        f"**{stage_import:.2f} s**; `import tensorflow`: **{tf_import:.2f} s** (fresh "
+        f"processes, best of {repeat}).",
+        "- Heaviest packages the stage imports (`python -X importtime`, cumulative, nested "
+        "packages counted in the one that imports them first): "
+        + ", ".join(f"{name} {seconds:.2f} s" for name, seconds in heavy) + ".",
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["--child"]:
+        print(json.dumps(child(argv[1], float(argv[2]))))
+        return 0
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--out", type=Path, help="also write the markdown here")
+    args = parser.parse_args(argv)
+    text = section()
+    print(text)
+    if args.out:
+        args.out.write_text(text, encoding="utf-8")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
