@@ -81,3 +81,15 @@ def main(argv: list[str] | None = None) -> str:
 
 if __name__ == "__main__":
     main()
+
+
+def section(quick: bool = False) -> str:
+    """The ``make bench`` section: training throughput per network and input size."""
+    rows = [measure(*case) for case in (QUICK if quick else CASES)]
+    return "\n".join([
+        "Command: `python benchmarks/bench_train.py" + (" --quick" if quick else "") + "`", "",
+        "`pipeline.train.train_classifier` (the code path of `pretrain` and `finetune`: tf.data "
+        "from a uint8 array, minority augmentation to balance 1:2 classes, SGD with Nesterov "
+        "momentum, L2, a validation pass per epoch) on random images, networks with weights "
+        "none. Images/s: training examples of the last epoch (after balancing) over its training "
+        "time; the first epoch pays for tracing.", "", table(rows), ""])

@@ -40,6 +40,7 @@ SECTIONS = {
     "svm": ("3. SVM stage", "bench_svm", "stage_section"),
     "scaling": ("4. Scaling with the number of images", "bench_scaling", "section"),
     "startup": ("5. Start-up of the svm stage", "bench_startup", "section"),
+    "train": ("6. Training throughput", "bench_train", "section"),
 }
 PACKAGES = ("tensorflow", "keras", "numpy", "scikit-learn", "scipy", "pandas", "pillow",
             "joblib")
