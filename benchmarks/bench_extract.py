@@ -142,7 +142,7 @@ def theoretical_peak() -> tuple[float | None, float, str]:
 
 def synthetic_cache(folder: Path, n_images: int, size: int = 224):
     """An image cache entry of ``n_images`` synthetic 320x240 JPEGs, decoded to ``size``."""
-    from pipeline.images import build_image_cache
+    from pipeline.image_cache import build_image_cache
 
     (folder / "jpegs").mkdir(parents=True, exist_ok=True)
     paths = make_jpegs(folder / "jpegs", n_images, (320, 240), "img")

@@ -26,7 +26,8 @@ import pandas as pd
 from PIL import Image
 
 from pipeline.cache import hash_file
-from pipeline.images import build_image_cache, load_image
+from pipeline.image_cache import build_image_cache
+from pipeline.images import load_image
 
 SIZE = (224, 224)
 

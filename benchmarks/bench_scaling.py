@@ -75,7 +75,7 @@ def child_extract(n: int, cache: str, size: int, width: float, batch: int) -> di
     from bench_extract import batch_clock, stored_network, steady_rate
 
     from pipeline.extract import extract_features
-    from pipeline.images import CachedImages
+    from pipeline.image_cache import CachedImages
 
     images = CachedImages(cache)
     ids = list(images.ids[:n])

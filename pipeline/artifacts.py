@@ -93,7 +93,7 @@ def target_images(config: Config, table: pd.DataFrame | None = None):
     """The image cache of the target dataset at the network's input size (built by ``data``;
     finding it again decodes nothing)."""
     from pipeline import netstore
-    from pipeline.images import build_image_cache
+    from pipeline.image_cache import build_image_cache
 
     table = manifest(config) if table is None else table
     size = netstore.architecture(config)["input_size"]

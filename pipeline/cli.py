@@ -20,7 +20,7 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     "designs": ("pipeline.designs", "", "print class counts per labelling design"),
     "folds": ("pipeline.folds", "", "write 5x2 cross-validation folds for a design"),
     "folds-import": ("pipeline.folds_import", "", "import the reference implementation's folds"),
-    "images": ("pipeline.images", "", "decode and resize images into the image cache"),
+    "images": ("pipeline.image_cache", "", "decode and resize images into the image cache"),
     "demo-data": ("pipeline.demo_data", "", "write the synthetic demo datasets"),
     "networks": ("pipeline.networks", "", "list the registered networks"),
     "convert-matconvnet": ("pipeline.matconvnet", "", "convert a MatConvNet .mat to Keras weights"),

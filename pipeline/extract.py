@@ -62,7 +62,7 @@ def extract_features(net: netstore.StoredNetwork, images, ids: list[str], entry:
 
     Args:
         net: the network (``pipeline.netstore.load``).
-        images: the image cache (``pipeline.images.CachedImages``) holding every id.
+        images: the image cache (``pipeline.image_cache.CachedImages``) holding every id.
         ids: image ids, in the row order of the result.
         entry: the entry folder; resumed when a partial result from an interrupted run is there.
         batch_size: images per forward pass.

@@ -7,9 +7,10 @@ preprocessing is never chosen apart from the model. ``vgg-m`` is MatConvNet's VG
 average pooling (features ``avg_pool``) and a softmax head, with their own ``preprocess_input``.
 
 Weights ``none`` are the paper's no-transfer init (orthogonal kernels, gain 1, biases 0.05, seeded).
-``imagenet`` loads Keras' cached file (downloaded when online), a local ``weights_path``, or for
-vgg-m the file written by ``convert-matconvnet``; anything missing raises naming the file to place
-and where, never falling back to random weights. Importing this module does not import TensorFlow.
+``imagenet`` loads the file that ``pipeline.weights.imagenet_weights_file`` finds: Keras' cached
+file (downloaded when online), a local ``weights_path``, or for vgg-m the file written by
+``convert-matconvnet``; anything missing raises naming the file to place and where, never falling
+back to random weights. Importing this module does not import TensorFlow.
 Command: ``python -m pipeline networks`` prints the registry.
 """
 
@@ -20,9 +21,7 @@ import contextlib
 import importlib
 import logging
 import os
-import socket
 import sys
-import urllib.parse
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
@@ -31,16 +30,15 @@ import numpy as np
 import pandas as pd
 import scipy.linalg
 
-from pipeline.errors import PipelineError, WeightsUnavailable
+from pipeline.errors import PipelineError
 from pipeline.matconvnet import MIN_INPUT_SIZE
+from pipeline.weights import mobilenet_rows, imagenet_weights_file
 
 log = logging.getLogger(__name__)
 
 IMAGENET_BGR_MEAN = np.array([103.939, 116.779, 123.68], dtype=np.float32)  # Keras "caffe" mode
 BIAS_INIT = 0.05
 _KERAS_URL = "https://storage.googleapis.com/tensorflow/keras-applications/"
-_PROBE_TIMEOUT_S = 5.0  # offline machines fail the connectivity probe fast instead of hanging
-_DOWNLOAD_TIMEOUT_S = 60.0
 
 
 @dataclass(frozen=True)
@@ -217,104 +215,6 @@ def get_network(name: str) -> NetworkSpec:
     return NETWORKS[name]
 
 
-# --- weights ------------------------------------------------------------------------------------
-
-def keras_cache_dir() -> Path:
-    """Keras' download cache for weights: ``$KERAS_HOME/models`` (default ``~/.keras/models``).
-
-    Like ``keras.utils.get_file``, ``/tmp/.keras/models`` when that home is not writable.
-    """
-    home = Path(os.environ.get("KERAS_HOME") or Path("~/.keras").expanduser())
-    with contextlib.suppress(OSError):
-        home.mkdir(parents=True, exist_ok=True)
-    return (home if os.access(home, os.W_OK) else Path("/tmp/.keras")) / "models"
-
-
-def _fetch(url: str, cache_dir: Path) -> Path:
-    """Download ``url`` into ``cache_dir`` through Keras (the only code that uses the network)."""
-    import keras
-
-    host = urllib.parse.urlsplit(url).hostname
-    with socket.create_connection((host, 443), timeout=_PROBE_TIMEOUT_S):
-        pass
-    old = socket.getdefaulttimeout()
-    socket.setdefaulttimeout(_DOWNLOAD_TIMEOUT_S)  # urlretrieve has no timeout argument
-    try:
-        return Path(keras.utils.get_file(url.rsplit("/", 1)[-1], url, cache_subdir=cache_dir.name,
-                                         cache_dir=str(cache_dir.parent)))
-    finally:
-        socket.setdefaulttimeout(old)
-
-
-def imagenet_weights_file(spec: NetworkSpec, input_size: int | None = None,
-                          weights_path: str | os.PathLike | None = None) -> Path:
-    """The ImageNet weights file of a network: ``weights_path``, Keras' cache, or a download.
-
-    Args:
-        spec: the network.
-        input_size: input side in px (MobileNetV2's file depends on it); default the network's.
-        weights_path: a local file (``network.imagenet_weights``), used as it is.
-
-    Returns:
-        The path of the file; the cache is looked at before any download is tried.
-
-    Raises:
-        WeightsUnavailable: naming the file to place and where, or the config key to set.
-    """
-    if weights_path is not None:
-        path = Path(weights_path).expanduser()
-        if not path.is_file():
-            raise WeightsUnavailable(
-                f"ImageNet weights file {path} (`network.imagenet_weights`) for {spec.name} does "
-                "not exist", f"place {spec.imagenet_file} at {path} or correct "
-                "`network.imagenet_weights`")
-        return path
-    if spec.imagenet_url is None:
-        raise WeightsUnavailable(
-            f"{spec.name} ImageNet weights need a local file and `network.imagenet_weights` is "
-            "not set",
-            "download imagenet-vgg-m.mat from https://www.vlfeat.org/matconvnet/pretrained/, run "
-            "`python -m pipeline convert-matconvnet --mat imagenet-vgg-m.mat --out "
-            "models/imagenet-vgg-m.npz` and set `network.imagenet_weights` in the experiment "
-            "config to that file (the paper's VGG-M: width 1.0, input 224)")
-    name = spec.imagenet_file.format(size=_mobilenet_rows(input_size or spec.input_size))
-    cache = keras_cache_dir()
-    if (cache / name).is_file():  # looked at before any download is tried
-        return cache / name
-    try:
-        return _fetch(spec.imagenet_url + name, cache)
-    except Exception as exc:  # any failure to download ends here, never in random weights
-        raise WeightsUnavailable(
-            f"ImageNet weights for {spec.name} are not in the Keras cache and could not be "
-            f"downloaded ({type(exc).__name__}: {exc})",
-            f"place the file {name} (from {spec.imagenet_url}{name}) at {cache / name}, or set "
-            "`network.imagenet_weights` in the experiment config to its path") from exc
-
-
-def _mobilenet_rows(size: int) -> int:
-    # Keras ships MobileNetV2 weights for these sizes and uses the 224 ones otherwise.
-    return size if size in (96, 128, 160, 192, 224) else 224
-
-
-def imagenet_mean(name: str, weights_path: str | os.PathLike | None = None) -> np.ndarray | None:
-    """The RGB per-channel mean that goes with a network's ImageNet weights.
-
-    Args:
-        name: registry name.
-        weights_path: the converted vgg-m file (``network.imagenet_weights``).
-
-    Returns:
-        Array of shape (3,) (vgg-m: the converted file's average image; vgg16: the Keras caffe
-        mean), or ``None`` for backbones, whose ``preprocess_input`` is used as it is.
-    """
-    spec = get_network(name)
-    if spec.name == "vgg-m":
-        from pipeline.matconvnet import read_converted
-
-        return read_converted(imagenet_weights_file(spec, None, weights_path))[0]["mean"]
-    return IMAGENET_BGR_MEAN[::-1].copy() if spec.preprocessing.mode == "caffe" else None
-
-
 # --- building -----------------------------------------------------------------------------------
 
 def _orthogonal(shape: tuple[int, ...], rng: np.random.Generator) -> np.ndarray:
@@ -420,7 +320,7 @@ def build_network(name: str, *, weights: str | None, input_size: int | None = No
     except Exception as exc:  # a truncated or wrong file must not look like a missing one
         raise PipelineError(f"could not load {name} ImageNet weights from {path} "
                             f"({type(exc).__name__}: {exc}). Delete or replace the file with "
-                            f"{spec.imagenet_file.format(size=_mobilenet_rows(size))}.") from exc
+                            f"{spec.imagenet_file.format(size=mobilenet_rows(size))}.") from exc
     if model.output.shape[-1] != classes:
         model = replace_head(model, spec, classes, seed)
     return model
@@ -513,7 +413,7 @@ def describe_networks() -> pd.DataFrame:
         "feature_width": s.feature_width,
         "preprocessing": f"{s.preprocessing.channel_order}, {s.preprocessing.mean_source}",
         "weights": ", ".join(s.weights),
-        "imagenet_weights": s.imagenet_file.format(size=_mobilenet_rows(s.input_size)),
+        "imagenet_weights": s.imagenet_file.format(size=mobilenet_rows(s.input_size)),
     } for s in NETWORKS.values()])
 
 

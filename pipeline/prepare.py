@@ -26,7 +26,7 @@ def _decoded(config: Config, frame: pd.DataFrame, crop: bool, skip: bool, what: 
              ) -> pd.DataFrame:
     """Decode ``frame``'s images into the cache; returns the rows that decoded."""
     from pipeline import netstore
-    from pipeline.images import build_image_cache
+    from pipeline.image_cache import build_image_cache
 
     size = netstore.architecture(config)["input_size"]
     frame = frame.assign(abspath=frame["path"])

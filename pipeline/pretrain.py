@@ -40,7 +40,8 @@ def initial_network(config: Config, source: str, classes: int = 1000):
     weights (``imagenet``, ``double``). Returns ``(model, spec, mean, pretrained)``: the mean is the
     one that comes with ImageNet weights (``None`` for Keras backbones, whose ``preprocess_input``
     applies) and is computed from the training set when not ``pretrained``."""
-    from pipeline.networks import build_network, get_network, imagenet_mean
+    from pipeline.networks import build_network, get_network
+    from pipeline.weights import imagenet_mean
 
     arch = netstore.architecture(config)
     spec = get_network(arch["network"])
@@ -56,7 +57,7 @@ def initial_network(config: Config, source: str, classes: int = 1000):
 def train_on_retinopathy(config: Config, model, spec, mean, pretrained: bool, init_digest: str,
                          source: str) -> Path:
     """Train ``model`` (head replaced by a 5-way softmax) on the Retinopathy source task."""
-    from pipeline.images import build_image_cache
+    from pipeline.image_cache import build_image_cache
     from pipeline.networks import replace_head
     from pipeline.train import compute_mean
 

@@ -1,4 +1,5 @@
-"""Tests of pipeline.images: decoding, orientation, reduced-scale decoding, frames, the cache."""
+"""Tests of pipeline.images and pipeline.image_cache: decoding, orientation, reduced-scale decoding,
+frames, the cache."""
 
 from __future__ import annotations
 
@@ -9,11 +10,12 @@ import pandas as pd
 import pytest
 from PIL import Image
 
+from pipeline import image_cache
 from pipeline import images as images_mod
 from pipeline.cli import main
 from pipeline.errors import PipelineError
-from pipeline.images import (BadImageError, CachedImages, black_frame_box, build_image_cache,
-                             load_image)
+from pipeline.image_cache import CachedImages, build_image_cache
+from pipeline.images import BadImageError, black_frame_box, load_image
 
 MANIFEST_COLUMNS = ["image", "path", "abspath", "diagnosis", "category", "group", "difficulty",
                     "age", "sex", "site"]
@@ -271,7 +273,7 @@ def test_interrupted_build_resumes(tmp_path, monkeypatch):
     paths = make_images(tmp_path, n)
     manifest = manifest_for(paths)
     calls = {"n": 0}
-    original = images_mod.load_image
+    original = image_cache.load_image
 
     def flaky(*args, **kwargs):
         calls["n"] += 1
@@ -279,13 +281,13 @@ def test_interrupted_build_resumes(tmp_path, monkeypatch):
             raise KeyboardInterrupt("simulated interruption")
         return original(*args, **kwargs)
 
-    monkeypatch.setattr(images_mod, "load_image", flaky)
+    monkeypatch.setattr(image_cache, "load_image", flaky)
     with pytest.raises(KeyboardInterrupt):
         build_image_cache(manifest, tmp_path / "cache", 16, n_jobs=1, progress=False,
                           chunk_size=chunk)
     entries = list((tmp_path / "cache").iterdir())
     assert len(entries) == 1 and not (entries[0] / "images.npy").exists()
-    monkeypatch.setattr(images_mod, "load_image", original)
+    monkeypatch.setattr(image_cache, "load_image", original)
     resumed = build_image_cache(manifest, tmp_path / "cache", 16, n_jobs=1, progress=False,
                                 chunk_size=chunk)
     finished_chunks = (fail_at - 1) // chunk  # chunks completed before the failing image

@@ -14,7 +14,7 @@ import pytest
 import scipy.io
 from numpy.lib.stride_tricks import sliding_window_view
 
-from pipeline import matconvnet, networks
+from pipeline import matconvnet, networks, weights
 from pipeline.errors import PipelineError
 
 WIDTH, SIZE, CLASSES = 0.0625, 74, 10
@@ -189,7 +189,7 @@ def test_converted_weights_match_numpy_matconvnet(tmp_path, layout, average):
 
     spec = networks.get_network("vgg-m")
     images = rng.integers(0, 256, (3, SIZE, SIZE, 3), dtype=np.uint8)
-    x = networks.preprocess(spec, images, mean=networks.imagenet_mean("vgg-m", out))
+    x = networks.preprocess(spec, images, mean=weights.imagenet_mean("vgg-m", out))
     assert np.allclose(x, images - channel_mean, atol=1e-4), "preprocess: mean from the file"
 
     model = networks.build_network("vgg-m", weights="imagenet", weights_path=out,

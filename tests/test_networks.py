@@ -9,7 +9,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from pipeline import networks
+from pipeline import networks, weights
 from pipeline.errors import PipelineError
 
 # Feature widths of the published architectures (Chatfield et al. 2014; Keras applications docs).
@@ -113,7 +113,7 @@ def _offline(monkeypatch, tmp_path):
         calls.append(url)
         raise OSError("no network in tests")
 
-    monkeypatch.setattr(networks, "_fetch", fail)
+    monkeypatch.setattr(weights, "_fetch", fail)
     return calls
 
 
@@ -141,7 +141,7 @@ def test_offline_download_fails_fast_at_the_probe(monkeypatch, tmp_path):
     def no_download(*args, **kwargs):
         raise AssertionError("get_file must not run when the probe fails")
 
-    monkeypatch.setattr(networks.socket, "create_connection", no_connection)
+    monkeypatch.setattr(weights.socket, "create_connection", no_connection)
     monkeypatch.setattr(keras.utils, "get_file", no_download)
     with pytest.raises(PipelineError,
                        match=r"\(OSError: unreachable\)\. Fix: place the file efficientnetb0_notop"):
@@ -215,7 +215,7 @@ def test_preprocess_vgg16_is_keras_caffe_mode():
     out = networks.preprocess(spec, image)
     assert np.allclose(out[0, 0, 0], [30 - 103.939, 20 - 116.779, 10 - 123.68], atol=1e-4)
     assert np.allclose(out, vgg16.preprocess_input(image.astype(np.float32)), atol=1e-4)
-    assert np.allclose(networks.preprocess(spec, image, mean=networks.imagenet_mean("vgg16")),
+    assert np.allclose(networks.preprocess(spec, image, mean=weights.imagenet_mean("vgg16")),
                        out, atol=1e-4)
     # a training set's RGB mean is subtracted in the network's BGR order
     assert np.allclose(networks.preprocess(spec, image, mean=np.array([1.0, 2.0, 3.0]))[0, 0, 0],

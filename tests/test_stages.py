@@ -186,7 +186,7 @@ def test_second_run_of_the_network_stages_reuses_every_entry(experiment, capsys)
 
 def test_interrupted_extraction_resumes_to_the_same_features(experiment, tmp_path, monkeypatch):
     from pipeline import extract, netstore
-    from pipeline.images import build_image_cache
+    from pipeline.image_cache import build_image_cache
 
     networks = json.loads(out(experiment, "networks.json").read_text())
     net = netstore.load(networks["none"]["entry"])
