@@ -102,7 +102,8 @@ def imagenet_weights_file(spec: NetworkSpec, input_size: int | None = None,
 
 
 def mobilenet_rows(size: int) -> int:
-    # Keras ships MobileNetV2 weights for these sizes and uses the 224 ones otherwise.
+    """Input size of the MobileNetV2 ImageNet file that serves ``size`` (Keras ships weights for
+    96, 128, 160, 192 and 224 px and uses the 224 ones otherwise)."""
     return size if size in (96, 128, 160, 192, 224) else 224
 
 
