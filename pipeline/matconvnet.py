@@ -297,7 +297,7 @@ def read_mat(mat_path: str | Path) -> tuple[list, Any]:
                             "and pass its path with --mat.")
     try:
         mat = loadmat(mat_path, squeeze_me=True, struct_as_record=False)
-    except (ValueError, OSError, NotImplementedError) as exc:
+    except (ValueError, OSError, NotImplementedError) as exc:  # scipy: v7.3 (HDF5) files
         raise PipelineError(f"{mat_path} is not a MATLAB v5/v7 .mat file scipy can read ({exc}); "
                             "re-save it with `save(file, '-struct', 'net', '-v7')`.") from exc
     if "layers" not in mat:
