@@ -6,6 +6,9 @@ SHELL := bash
 MAKEFLAGS += --no-builtin-rules --warn-undefined-variables
 
 EXP ?= experiments/demo.toml
+ifeq ($(strip $(EXP)),)
+$(error EXP is empty: name an experiment, e.g. `make all EXP=experiments/demo.toml`)
+endif
 OUT := $(basename $(EXP))
 STAMPS := $(OUT)/.stamps
 DATA_DEPS ?=
@@ -91,13 +94,25 @@ $(OUT)/report.md: $(OUT)/metrics.csv $(STAMPS)/report.json
 compare: $(OUT)/report.md
 	$(RUN) compare --config $(EXP)
 
-## clean: delete the results of $(EXP) (its config stays; caches stay)
+# Deletion guard: $(call inside,PATH,FOLDER) resolves PATH (symlinks, `..`) and refuses, with exit
+# status 2, anything but a folder directly inside FOLDER of this checkout, so a stray or empty
+# variable can never point `find -delete` at the project root, `.git` or `/`.
+inside = [ -n '$(strip $(1))' ] || { echo "error: refusing to delete an empty path (EXP='$(EXP)'). $(3)" >&2; exit 2; }; \
+	real=$$(realpath -m -- '$(1)'); top=$$(realpath -m -- '$(CURDIR)/$(2)'); \
+	case "$$real" in "$$top"/*/*|"$$top"/) false;; "$$top"/?*) ;; *) false;; esac \
+	|| { echo "error: refusing to delete '$(1)' (resolves to $$real): only a folder directly inside $(2)/ of this checkout may be cleaned. $(3)" >&2; exit 2; }
+
+## clean: delete the results of $(EXP), i.e. experiments/<name>/ (its config stays; caches stay)
 clean:
-	find $(OUT) -mindepth 1 -delete 2>/dev/null || true
+	@$(call inside,$(OUT),experiments,Set EXP=experiments/<name>.toml.); \
+	if [ -d "$$real" ]; then find "$$real" -mindepth 1 -delete; echo "deleted the contents of $$real"; \
+	else echo "nothing to clean: $$real does not exist"; fi
 
 ## clean-cache: delete features_cache/ (images, networks, features); everything is recomputed
 clean-cache:
-	find features_cache -mindepth 1 ! -name README.md -delete
+	@real=$$(realpath -m -- features_cache); [ "$$real" = "$(CURDIR)/features_cache" ] \
+	|| { echo "error: refusing to delete features_cache: it resolves to $$real, outside this checkout" >&2; exit 2; }; \
+	find "$$real" -mindepth 1 ! -path "$$real/README.md" -delete; echo "deleted the contents of $$real"
 
 ## help: this list
 help:

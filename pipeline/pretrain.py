@@ -46,7 +46,9 @@ def initial_network(config: Config, source: str, classes: int = 1000):
     arch = netstore.architecture(config)
     spec = get_network(arch["network"])
     pretrained = source in ("imagenet", "double")
-    weights_path = config["network"]["imagenet_weights"] or None
+    # Only the ImageNet-derived sources load the weights file; the others start from the paper's
+    # no-transfer init whatever `network.imagenet_weights` says.
+    weights_path = (config["network"]["imagenet_weights"] or None) if pretrained else None
     model = build_network(arch["network"], weights="imagenet" if pretrained else None,
                           input_size=arch["input_size"], width=arch["width"], classes=classes,
                           weights_path=weights_path, seed=config.seed)

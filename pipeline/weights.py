@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from pipeline.errors import WeightsUnavailable
+from pipeline.errors import PipelineError, WeightsUnavailable
 
 if TYPE_CHECKING:
     from pipeline.networks import NetworkSpec
@@ -74,10 +74,12 @@ def imagenet_weights_file(spec: NetworkSpec, input_size: int | None = None,
     if weights_path is not None:
         path = Path(weights_path).expanduser()
         if not path.is_file():
-            raise WeightsUnavailable(
-                f"ImageNet weights file {path} (`network.imagenet_weights`) for {spec.name} does "
-                "not exist", f"place {spec.imagenet_file} at {path} or correct "
-                "`network.imagenet_weights`")
+            # A file the user named explicitly is an error, not a cell to skip: a typo must not
+            # quietly turn the ImageNet cells into "not run".
+            raise PipelineError(
+                f"the ImageNet weights file {path} (`network.imagenet_weights`) for {spec.name} "
+                f"does not exist. Correct the path, place {spec.imagenet_file} there, or remove "
+                "`network.imagenet_weights` to use the Keras cache")
         return path
     if spec.imagenet_url is None:
         raise WeightsUnavailable(
