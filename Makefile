@@ -11,6 +11,10 @@ $(error EXP is empty: name an experiment, e.g. `make all EXP=experiments/demo.to
 endif
 OUT := $(basename $(EXP))
 STAMPS := $(OUT)/.stamps
+# SET='section.key=VALUE ...' overrides config values on every stage (no spaces inside a value);
+# the report's header lists them.
+SET ?=
+CFG := --config $(EXP) $(foreach s,$(SET),--set '$(s)')
 DATA_DEPS ?=
 VENV ?= .venv
 PY := $(VENV)/bin/python
@@ -18,7 +22,7 @@ RUN := $(PY) -m pipeline
 INSTALLED := $(VENV)/.installed
 
 .PHONY: all demo demo-data test bench help clean clean-cache data folds pretrain finetune features \
-        svm report compare
+        svm report compare FORCE
 
 ## all: run every stage of $(EXP) up to report.md
 all: report
@@ -47,52 +51,60 @@ $(INSTALLED): setup.cfg pyproject.toml
 	$(PY) -m pip install --quiet -e '.[test]'
 	touch $@
 
-# Per-stage settings stamps: rewritten only when the settings a stage reads change, so editing the
-# SVM's C grid reruns svm and report and nothing else.
-$(STAMPS)/checked: $(EXP) | $(INSTALLED)
-	$(RUN) stamps --config $(EXP) --out $(STAMPS)
-	touch $@
-$(STAMPS)/%.json: $(STAMPS)/checked ;
+# Per-stage settings stamps ($(STAMPS)/<stage>.json, rewritten only when the settings a stage reads
+# change, so editing the SVM's C grid reruns svm and report and nothing else) and deps.mk: the real
+# files the stages read that only the config names (FOLDS_FILES, LABEL_FILES, REPORT_DEPS). make
+# remakes an included makefile before anything else, also under -n and -q, so `make`, `make -n`
+# and `make -q` agree. Goals that need no experiment skip it.
+FOLDS_FILES ?=
+LABEL_FILES ?=
+REPORT_DEPS ?=
+NO_EXPERIMENT := clean clean-cache help test bench demo demo-data
+ifneq ($(filter-out $(NO_EXPERIMENT),$(or $(MAKECMDGOALS),all)),)
+include $(STAMPS)/deps.mk
+endif
+$(STAMPS)/deps.mk: FORCE | $(INSTALLED)
+	@$(RUN) stamps $(CFG) --out $(STAMPS) >&2
+FORCE: ;
 
 ## data: manifest of the target (and Retinopathy) images, decoded into the image cache
 data: $(OUT)/manifest.csv
-$(OUT)/manifest.csv: $(STAMPS)/data.json $(DATA_DEPS)
-	$(RUN) data --config $(EXP)
+$(OUT)/manifest.csv: $(STAMPS)/data.json $(LABEL_FILES) $(DATA_DEPS)
+	$(RUN) data $(CFG)
 
-## folds: 5x2 folds (or the official split) of every design
-folds: $(OUT)/folds/done
-$(OUT)/folds/done: $(OUT)/manifest.csv $(STAMPS)/folds.json
-	$(RUN) folds --config $(EXP)
-	touch $@
+## folds: 5x2 folds (or the official split) of every design, folds/<design>.csv
+folds: $(FOLDS_FILES)
+$(FOLDS_FILES) &: $(OUT)/manifest.csv $(STAMPS)/folds.json
+	$(RUN) folds $(CFG)
 
 ## pretrain: the source network of every transfer source (none, imagenet, retinopathy, double)
 pretrain: $(OUT)/networks.json
 $(OUT)/networks.json: $(OUT)/manifest.csv $(STAMPS)/pretrain.json
-	$(RUN) pretrain --config $(EXP)
+	$(RUN) pretrain $(CFG)
 
 ## finetune: one fine-tuned network per (source, design, repeat, training half)
 finetune: $(OUT)/finetuned.csv
-$(OUT)/finetuned.csv: $(OUT)/networks.json $(OUT)/folds/done $(STAMPS)/finetune.json
-	$(RUN) finetune --config $(EXP)
+$(OUT)/finetuned.csv: $(OUT)/networks.json $(FOLDS_FILES) $(STAMPS)/finetune.json
+	$(RUN) finetune $(CFG)
 
 ## features: fc7 features of every network, cached in features_cache/
 features: $(OUT)/features.csv
 $(OUT)/features.csv: $(OUT)/networks.json $(OUT)/finetuned.csv $(STAMPS)/features.json
-	$(RUN) extract --config $(EXP)
+	$(RUN) features $(CFG)
 
 ## svm: linear SVMs of every cell on the cached features (predictions.csv, metrics.csv)
 svm: $(OUT)/metrics.csv
-$(OUT)/metrics.csv: $(OUT)/features.csv $(OUT)/folds/done $(STAMPS)/svm.json
-	$(RUN) svm --config $(EXP)
+$(OUT)/metrics.csv: $(OUT)/features.csv $(FOLDS_FILES) $(STAMPS)/svm.json
+	$(RUN) svm $(CFG)
 
 ## report: tables, plots and statistical comparisons (report.md)
 report: $(OUT)/report.md
-$(OUT)/report.md: $(OUT)/metrics.csv $(STAMPS)/report.json
-	$(RUN) report --config $(EXP)
+$(OUT)/report.md: $(OUT)/metrics.csv $(STAMPS)/report.json $(REPORT_DEPS)
+	$(RUN) report $(CFG)
 
 ## compare: print the paired comparison of the transfer sources
 compare: $(OUT)/report.md
-	$(RUN) compare --config $(EXP)
+	$(RUN) compare $(CFG)
 
 # Deletion guard: $(call inside,PATH,FOLDER) resolves PATH (symlinks, `..`) and refuses, with exit
 # status 2, anything but a folder directly inside FOLDER of this checkout, so a stray or empty

@@ -142,7 +142,7 @@ def theoretical_peak() -> tuple[float | None, float, str]:
 
 def synthetic_cache(folder: Path, n_images: int, size: int = 224):
     """An image cache entry of ``n_images`` synthetic 320x240 JPEGs, decoded to ``size``."""
-    from pipeline.image_cache import build_image_cache
+    from pipeline.data.image_cache import build_image_cache
 
     (folder / "jpegs").mkdir(parents=True, exist_ok=True)
     paths = make_jpegs(folder / "jpegs", n_images, (320, 240), "img")
@@ -156,9 +156,10 @@ def stored_network(name: str, folder: Path, images, size: int = 224, width: floa
     place of the orthogonal one (which takes ~30 s here for either network and changes no speed);
     the weights file is not written, as ``extract_features`` never reads it.
     """
-    from pipeline.cache import finish_entry, save_npy
-    from pipeline.netstore import StoredNetwork, weights_digest
-    from pipeline.networks import get_network
+    from pipeline.cache.files import save_npy
+    from pipeline.cache.entries import finish_entry
+    from pipeline.training.netstore import StoredNetwork, weights_digest
+    from pipeline.models.registry import get_network
 
     spec = get_network(name)
     model = spec.builder(spec, size, width, 1000, None, 0)
@@ -175,7 +176,7 @@ def stored_network(name: str, folder: Path, images, size: int = 224, width: floa
 @contextmanager
 def batch_clock():
     """Replace the extract stage's progress bar by one that records when each batch is done."""
-    import pipeline.extract
+    import pipeline.stages.features
 
     marks: list[tuple[float, int]] = []
 
@@ -189,7 +190,7 @@ def batch_clock():
         def close(self) -> None:
             pass
 
-    with mock.patch.object(pipeline.extract, "tqdm", Clock):
+    with mock.patch.object(pipeline.stages.features, "tqdm", Clock):
         yield marks
 
 
@@ -205,7 +206,7 @@ def batch_rates(marks: list[tuple[float, int]]) -> list[float]:
 
 def time_extract(net, images, ids: list[str], entry: Path, batch_size: int) -> dict:
     """One ``extract_features`` call into a fresh entry: steady and whole-call images/s."""
-    from pipeline.extract import extract_features
+    from pipeline.features.extraction import extract_features
 
     with batch_clock() as marks:
         start = time.perf_counter()
@@ -219,7 +220,7 @@ def bare_forward(net, batch_size: int):
     """The bare pass: ``feature_model`` in a ``tf.function``, as ``extract_features`` calls it."""
     import tensorflow as tf
 
-    from pipeline.networks import feature_model
+    from pipeline.models.build import feature_model
 
     fmodel = feature_model(net.model, net.spec)
     infer = tf.function(lambda x: fmodel(x, training=False), reduce_retracing=True)
@@ -241,7 +242,7 @@ def input_pipeline_rate(net, images, rows: np.ndarray, batch_size: int) -> dict:
     """
     import tensorflow as tf
 
-    from pipeline.networks import preprocess
+    from pipeline.models.preprocessing import preprocess
 
     def batches():
         for start in range(0, len(rows), batch_size):
@@ -284,7 +285,8 @@ def measure(networks: dict[str, int], batch_sizes: list[int], repeat: int, folde
         their ratio, the range of the per-pass ratios, the best whole-call images/s and the
         input pipeline's images/s.
     """
-    from pipeline.networks import feature_model, preprocess
+    from pipeline.models.build import feature_model
+    from pipeline.models.preprocessing import preprocess
 
     images = synthetic_cache(folder, max(networks.values()), size)
     matmuls = matmul_peak(matmul_size)

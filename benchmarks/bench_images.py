@@ -25,9 +25,9 @@ import numpy as np
 import pandas as pd
 from PIL import Image
 
-from pipeline.cache import hash_file
-from pipeline.image_cache import build_image_cache
-from pipeline.images import load_image
+from pipeline.cache.files import hash_file
+from pipeline.data.image_cache import build_image_cache
+from pipeline.data.images import load_image
 
 SIZE = (224, 224)
 

@@ -55,7 +55,7 @@ def child_svm(n: int, seed: int = 0) -> dict:
     """One SVM run on n synthetic images (training half n/2); time and memory."""
     from bench_svm import C_GRID, synthetic_features
 
-    from pipeline.svm import decision_scores, select_and_fit
+    from pipeline.classifiers.svm import decision_scores, select_and_fit
 
     X, y = synthetic_features(n, DIMS, 2, seed)
     train = np.arange(n) % 2 == 0
@@ -74,8 +74,8 @@ def child_extract(n: int, cache: str, size: int, width: float, batch: int) -> di
     """``extract_features`` of VGG-M over the first n images of the cache entry ``cache``."""
     from bench_extract import batch_clock, stored_network, steady_rate
 
-    from pipeline.extract import extract_features
-    from pipeline.image_cache import CachedImages
+    from pipeline.features.extraction import extract_features
+    from pipeline.data.image_cache import CachedImages
 
     images = CachedImages(cache)
     ids = list(images.ids[:n])

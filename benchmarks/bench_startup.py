@@ -63,7 +63,7 @@ def demo_copy(folder: Path, n_jobs: int | None = None) -> tuple[Path, str]:
 def child(config: str, started: float) -> dict:
     """Run the svm stage as ``python -m pipeline`` does, noting the first ``select_and_fit``."""
     import_start = time.time()
-    import pipeline.classify as classify
+    import pipeline.stages.svm as classify
     from pipeline.cli import main
 
     imported = time.time()
@@ -140,7 +140,7 @@ def section(quick: bool = False) -> str:
         + ").", "",
         md_table(["from process start to", "seconds"], [
             ["interpreter up (before the first import)", f"{run['interpreter']:.2f}"],
-            ["`import pipeline.classify` + `pipeline.cli` done",
+            ["`import pipeline.stages.svm` + `pipeline.cli` done",
              f"{run['interpreter'] + run['import']:.2f}"],
             ["**first SVM fit** (`select_and_fit` called)", f"**{run['first_fit']:.2f}**"],
             ["stage finished (all demo runs, 1 job)", f"{run['total']:.2f}"]]), "",

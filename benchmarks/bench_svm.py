@@ -1,4 +1,4 @@
-"""Benchmark: the fast SVM selection of ``pipeline.svm`` against the reference protocol.
+"""Benchmark: the fast SVM selection of ``pipeline.classifiers.svm`` against the reference protocol.
 
 On synthetic fc7-like features (Gaussian, classes shifted along a random 32-dimensional subspace,
 unequal class sizes like the Atlas), for each of the first ``--runs`` runs of a 5x2 split:
@@ -26,8 +26,8 @@ import numpy as np
 from sklearn.metrics import roc_auc_score
 from sklearn.model_selection import RepeatedStratifiedKFold
 
-from pipeline.svm import decision_scores, reference_protocol_fit, select_and_fit
-from pipeline.evaluate import auc_ovo_mean
+from pipeline.classifiers.svm import decision_scores, reference_protocol_fit, select_and_fit
+from pipeline.evaluation.metrics import auc_ovo_mean
 
 C_GRID = np.logspace(-3, 4, 8)
 PROPORTIONS = {2: (0.7, 0.3), 3: (0.65, 0.10, 0.25)}  # benign, (bcc,) melanoma
@@ -153,11 +153,12 @@ def stage_section(quick: bool = False, seed: int = 0) -> str:
     from bench_startup import demo_copy
     from joblib import Parallel, delayed
 
-    from pipeline import classify
-    from pipeline.cache import finish_entry, save_npy, write_text
-    from pipeline.config import SOURCES, Cell
-    from pipeline.designs import DESIGNS, apply_design
-    from pipeline.folds import make_folds
+    from pipeline.stages import svm as classify
+    from pipeline.cache.files import save_npy, write_text
+    from pipeline.cache.entries import finish_entry
+    from pipeline.protocol import SOURCES, Cell
+    from pipeline.data.designs import DESIGNS, apply_design
+    from pipeline.folds.crossval import make_folds
 
     # quick: 2 cells x 1 repeat of tiny features, so the whole section runs in seconds
     n_images, dims, per_design, repeats = (120, 64, 1, 1) if quick else (1000, 4096, 2, 5)
@@ -294,7 +295,7 @@ def _run_data(run, folds, labels):
     """The training and test features and labels of a run, selected as ``classify.run_one`` does."""
     import pandas as pd
 
-    from pipeline.extract import load_features
+    from pipeline.features.extraction import load_features
 
     X, ids = load_features(run.features)
     row_of = pd.Series(np.arange(len(ids)), index=ids)
@@ -307,7 +308,7 @@ def _run_data(run, folds, labels):
 
 def _timed_run_one(run, folds, labels, settings: dict, seed: int) -> dict:
     """``classify.run_one`` and its wall time (in the worker)."""
-    from pipeline import classify
+    from pipeline.stages import svm as classify
 
     start = time.perf_counter()
     row, _ = classify.run_one(run, folds, labels, settings, seed, 0.0)
@@ -316,8 +317,8 @@ def _timed_run_one(run, folds, labels, settings: dict, seed: int) -> dict:
 
 def _reference_run(run, folds, labels, seed: int) -> dict:
     """``reference_protocol_fit`` on the run's training half, scored on its test half."""
-    from pipeline.designs import get_design
-    from pipeline.evaluate import cell_metrics
+    from pipeline.data.designs import get_design
+    from pipeline.evaluation.metrics import cell_metrics
 
     start = time.perf_counter()
     X_train, y_train, X_test, y_test = _run_data(run, folds, labels)

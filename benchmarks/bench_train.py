@@ -1,6 +1,6 @@
 """Benchmark: training throughput (images/s) of the one training routine, per network and size.
 
-Runs ``pipeline.train.train_classifier`` (the code path of pretrain and finetune: tf.data from a
+Runs ``pipeline.training.train.train_classifier`` (the code path of pretrain and finetune: tf.data from a
 uint8 array, minority augmentation, SGD + Nesterov, L2, validation every epoch) on synthetic
 images for a few epochs and reports the throughput of the last epoch (the first pays for tracing).
 
@@ -28,9 +28,11 @@ QUICK = [("vgg-m", 64, 0.125, 32, 96, 2)]
 
 def measure(name: str, size: int, width: float, batch: int, n: int, epochs: int) -> dict:
     """Train a fresh network on ``n`` random images; returns the last epoch's throughput."""
-    from pipeline.networks import build_network, get_network, preprocess
-    from pipeline.recipe import TrainRecipe
-    from pipeline.train import train_classifier
+    from pipeline.models.build import build_network
+    from pipeline.models.registry import get_network
+    from pipeline.models.preprocessing import preprocess
+    from pipeline.training.recipe import TrainRecipe
+    from pipeline.training.train import train_classifier
 
     rng = np.random.default_rng(0)
     images = rng.integers(0, 256, size=(n, size, size, 3), dtype=np.uint8)
@@ -44,8 +46,8 @@ def measure(name: str, size: int, width: float, batch: int, n: int, epochs: int)
                                                                        batch_size=batch),
                                   preprocess=lambda x: preprocess(spec, x, mean), seed=0,
                                   workdir=Path(work), progress=False)
-    from pipeline.augment import epoch_length
-    from pipeline.train import split_validation
+    from pipeline.training.augment import epoch_length
+    from pipeline.training.train import split_validation
 
     recipe = TrainRecipe(epochs=epochs, batch_size=batch)
     train_idx, _ = split_validation(y, recipe.validation_fraction, 0)
@@ -73,7 +75,7 @@ def main(argv: list[str] | None = None) -> str:
     text = table(rows)
     print(text)
     if args.out:
-        from pipeline.cache import write_text
+        from pipeline.cache.files import write_text
 
         write_text(args.out, text + "\n")
     return text
@@ -88,7 +90,7 @@ def section(quick: bool = False) -> str:
     rows = [measure(*case) for case in (QUICK if quick else CASES)]
     return "\n".join([
         "Command: `python benchmarks/bench_train.py" + (" --quick" if quick else "") + "`", "",
-        "`pipeline.train.train_classifier` (the code path of `pretrain` and `finetune`: tf.data "
+        "`pipeline.training.train.train_classifier` (the code path of `pretrain` and `finetune`: tf.data "
         "from a uint8 array, minority augmentation to balance 1:2 classes, SGD with Nesterov "
         "momentum, L2, a validation pass per epoch) on random images, networks with weights "
         "none. Images/s: training examples of the last epoch (after balancing) over its training "

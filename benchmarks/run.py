@@ -153,7 +153,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"== {title}: {elapsed[name]:.0f} s", file=sys.stderr, flush=True)
     total = time.perf_counter() - started
 
-    from pipeline.cache import write_text
+    from pipeline.cache.files import write_text
 
     lines = ["# Benchmarks", "",
              "Written by `make bench` (`python benchmarks/run.py --out BENCHMARKS.md"

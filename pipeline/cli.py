@@ -1,8 +1,9 @@
 """Command line: ``python -m pipeline COMMAND [options]`` (also installed as ``pipeline``).
 
-Each command lives in the module of its stage, which defines ``add_arguments(parser)`` and
-``run(args) -> int | None``. Modules are imported only when their command runs, so ``svm``,
-``report`` and the data commands never import TensorFlow.
+Stages (``pipeline.stages``, one module per make target) and standalone commands
+(``pipeline.commands``) each define ``add_arguments(parser)`` and ``run(args) -> int | None``.
+Modules are imported only when their command runs, so ``svm``, ``report`` and the data commands
+never import TensorFlow. A ``PipelineError`` is printed as one line (no traceback), exit status 2.
 """
 
 from __future__ import annotations
@@ -12,31 +13,35 @@ import importlib
 import os
 import sys
 
-# command -> (module, function prefix, one-line help). The function names are
-# f"{prefix}add_arguments" and f"{prefix}run" so one module can hold several commands.
-COMMANDS: dict[str, tuple[str, str, str]] = {
-    "stamps": ("pipeline.config", "", "validate an experiment and refresh its per-stage stamps"),
-    "data": ("pipeline.datasets", "", "turn a published dataset into a manifest table"),
-    "designs": ("pipeline.designs", "", "print class counts per labelling design"),
-    "folds": ("pipeline.folds", "", "write 5x2 cross-validation folds for a design"),
-    "folds-import": ("pipeline.folds_import", "", "import the reference implementation's folds"),
-    "images": ("pipeline.image_cache", "", "decode and resize images into the image cache"),
-    "demo-data": ("pipeline.demo_data", "", "write the synthetic demo datasets"),
-    "networks": ("pipeline.networks", "", "list the registered networks"),
-    "convert-matconvnet": ("pipeline.matconvnet", "", "convert a MatConvNet .mat to Keras weights"),
-    "pretrain": ("pipeline.pretrain", "", "build the source network of each transfer source"),
-    "finetune": ("pipeline.finetune", "", "fine-tune source networks on each fold"),
-    "extract": ("pipeline.extract", "", "extract fc7 features into features_cache/"),
-    "svm": ("pipeline.classify", "", "train and score the linear SVM of every cell"),
-    "report": ("pipeline.report", "", "write tables, plots and report.md"),
-    "compare": ("pipeline.report", "compare_", "print the transfer-source comparison"),
+# command -> (module, one-line help). Each module defines ``add_arguments(parser)`` and
+# ``run(args) -> int | None``. Stages (``pipeline.stages``, one per make target) read an experiment
+# config; commands (``pipeline.commands``) take explicit files.
+COMMANDS: dict[str, tuple[str, str]] = {
+    "stamps": ("pipeline.experiment.stamps", "validate an experiment, refresh its stamps and deps.mk"),
+    "data": ("pipeline.stages.data", "turn a published dataset into a manifest table"),
+    "folds": ("pipeline.stages.folds", "write 5x2 cross-validation folds for a design"),
+    "pretrain": ("pipeline.stages.pretrain", "build the source network of each transfer source"),
+    "finetune": ("pipeline.stages.finetune", "fine-tune source networks on each fold"),
+    "features": ("pipeline.stages.features", "extract fc7 features into the feature cache"),
+    "svm": ("pipeline.stages.svm", "train and score the linear SVM of every cell"),
+    "report": ("pipeline.stages.report", "write tables, plots and report.md"),
+    "compare": ("pipeline.stages.compare", "print the transfer-source comparison"),
+    "demo-data": ("pipeline.stages.demo_data", "write the synthetic demo datasets"),
+    "designs": ("pipeline.commands.designs", "print class counts per labelling design"),
+    "folds-import": ("pipeline.commands.folds_import", "import the reference implementation's folds"),
+    "images": ("pipeline.commands.images", "decode and resize images into the image cache"),
+    "networks": ("pipeline.commands.networks", "list the registered networks"),
+    "convert-matconvnet": ("pipeline.commands.convert_matconvnet",
+                           "convert a MatConvNet .mat to Keras weights"),
 }
+# Older name of a command, still accepted.
+ALIASES = {"extract": "features"}
 
 
 def _usage() -> str:
     width = max(map(len, COMMANDS))
     lines = ["usage: python -m pipeline COMMAND [options]", "", "commands:"]
-    lines += [f"  {name:<{width}}  {help_}" for name, (_, _, help_) in COMMANDS.items()]
+    lines += [f"  {name:<{width}}  {help_}" for name, (_, help_) in COMMANDS.items()]
     lines += ["", "`python -m pipeline COMMAND --help` describes a command's options."]
     return "\n".join(lines)
 
@@ -49,19 +54,19 @@ def main(argv: list[str] | None = None) -> int:
     if not argv or argv[0] in ("-h", "--help", "help"):
         print(_usage())
         return 0
-    name, rest = argv[0], argv[1:]
+    name, rest = ALIASES.get(argv[0], argv[0]), argv[1:]
     if name not in COMMANDS:
         print(f"error: unknown command {name!r}. Known commands: {', '.join(COMMANDS)}.",
               file=sys.stderr)
         return 2
-    module_name, prefix, help_ = COMMANDS[name]
+    module_name, help_ = COMMANDS[name]
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # TensorFlow's C++ start-up chatter
     module = importlib.import_module(module_name)
     parser = argparse.ArgumentParser(prog=f"python -m pipeline {name}", description=help_)
-    getattr(module, f"{prefix}add_arguments")(parser)
+    module.add_arguments(parser)
     args = parser.parse_args(rest)
     try:
-        status = getattr(module, f"{prefix}run")(args)
+        status = module.run(args)
     except PipelineError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

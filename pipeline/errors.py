@@ -5,8 +5,12 @@ the fix. The command line prints the message (no traceback) and exits with statu
 """
 
 
-class PipelineError(Exception):
-    """An error in the user's input or set-up, with a message that says how to fix it."""
+class PipelineError(ValueError):
+    """An error in the user's input or set-up, with a message that says how to fix it.
+
+    A ``ValueError``, as scikit-learn's parameter errors are, so callers that catch bad values
+    catch these too.
+    """
 
 
 class WeightsUnavailable(PipelineError):

@@ -1,0 +1,1 @@
+"""Classifiers on cached features: the paper's L2-normalised linear SVM, C tuned for AUC."""

@@ -1,0 +1,1 @@
+"""Evaluation: ``metrics`` of one run, ``statistics`` over runs (intervals, 5x2cv tests)."""

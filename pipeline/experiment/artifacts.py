@@ -1,0 +1,155 @@
+"""The files an experiment's stages hand to each other, in its output folder, and their readers.
+
+| file                         | written by  | what                                                   |
+|------------------------------|-------------|--------------------------------------------------------|
+| ``manifest.csv``             | ``data``    | target images that decoded (``skipped.csv`` beside it) |
+| ``retinopathy_manifest.csv`` | ``data``    | source-task images, when a cell needs Retinopathy      |
+| ``folds/<design>.csv``       | ``folds``   | 5x2 folds (or the official split) per design           |
+| ``networks.json``            | ``pretrain``| source network entry (or why not run) per source       |
+| ``finetuned.csv``            | ``finetune``| fine-tuned network entry per (source, design, fold)    |
+| ``features.csv``             | ``extract`` | feature entry per network                              |
+| ``predictions.csv``, ``metrics.csv`` | ``svm`` | the result-file contract                           |
+| ``report.md`` + PNGs, ``comparisons.csv`` | ``report`` |                                           |
+
+Entries themselves (images, networks, features) live in the content-keyed cache
+(``features_cache/``). A reader that finds a file missing names the ``make`` target that writes it.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+
+from pipeline.cache.files import read_json
+from pipeline.errors import PipelineError
+from pipeline.experiment.config import Config
+from pipeline.protocol import parse_bool
+
+MAKE_TARGET = {
+    "manifest.csv": "data",
+    "retinopathy_manifest.csv": "data",
+    "folds": "folds",
+    "networks.json": "pretrain",
+    "finetuned.csv": "finetune",
+    "features.csv": "features",
+    "metrics.csv": "svm",
+    "predictions.csv": "svm",
+}
+
+
+def require(config: Config, name: str) -> Path:
+    """Path of an experiment file that an earlier stage must have written.
+
+    Raises:
+        PipelineError: naming the file and the ``make`` target that writes it.
+    """
+    path = config.path_of(name)
+    if not path.exists():
+        target = MAKE_TARGET.get(name.split("/")[0], name)
+        raise PipelineError(f"{path} is missing; it is written by the `{target}` stage. Run "
+                            f"`make {target} EXP={config.path}`.")
+    return path
+
+
+def manifest(config: Config) -> pd.DataFrame:
+    """The target dataset's manifest (images that decoded)."""
+    from pipeline.data.manifest import read_manifest
+
+    return read_manifest(require(config, "manifest.csv"))
+
+
+def retinopathy_manifest(config: Config) -> pd.DataFrame:
+    """The Retinopathy source task's manifest."""
+    from pipeline.data.manifest import read_manifest
+
+    return read_manifest(require(config, "retinopathy_manifest.csv"))
+
+
+def folds(config: Config, design: str, table: pd.DataFrame | None = None) -> pd.DataFrame:
+    """The folds of one design, checked against the manifest."""
+    from pipeline.folds.table import read_folds
+
+    table = manifest(config) if table is None else table
+    return read_folds(require(config, f"folds/{design}.csv"), table, design)
+
+
+def networks(config: Config) -> dict:
+    """``networks.json``: source -> ``{"status": "ok", "entry": ...}`` or ``{"status": "not_run",
+    "reason": ..., "fix": ...}``."""
+    return read_json(require(config, "networks.json"))
+
+
+def not_run(config: Config) -> list[dict]:
+    """Cells that could not run, each ``{source, finetune, reason, fix}``."""
+    out = []
+    for source, info in networks(config).items():
+        if info["status"] != "ok":
+            out += [{"source": c.source, "finetune": c.finetune, "reason": info["reason"],
+                     "fix": info["fix"]} for c in config.cells if c.source == source]
+    return out
+
+
+def image_cache_settings(config: Config, dataset: str = "target") -> dict:
+    """How a dataset's images are decoded into the image cache: the one place that says it.
+
+    Args:
+        config: the experiment.
+        dataset: ``"target"`` (the skin-lesion dataset) or ``"retinopathy"`` (the source task,
+            whose fundus photos are never frame-cropped: their black surround is part of them).
+
+    Returns:
+        Keyword arguments of ``pipeline.data.image_cache.build_image_cache``: ``size``,
+        ``crop_black_frame`` and ``max_pixels``.
+    """
+    size = architecture(config)["input_size"]
+    crop = config["data"]["crop_black_frame"] if dataset == "target" else False
+    return {"size": (size, size), "crop_black_frame": crop,
+            "max_pixels": config["data"]["max_image_pixels"]}
+
+
+def image_cache(config: Config, table: pd.DataFrame, dataset: str = "target", *,
+                skip_bad_images: bool = False):
+    """The image cache entry of a manifest table, built by ``data`` (finding it again decodes
+    nothing). See ``image_cache_settings`` for ``dataset``."""
+    from pipeline.data.image_cache import build_image_cache
+
+    return build_image_cache(table, config.cache_dir / "images",
+                             skip_bad_images=skip_bad_images,
+                             **image_cache_settings(config, dataset))
+
+
+def target_images(config: Config, table: pd.DataFrame | None = None):
+    """The image cache of the target dataset (its manifest read when ``table`` is None)."""
+    return image_cache(config, manifest(config) if table is None else table, "target")
+
+
+def read_index(config: Config, name: str) -> pd.DataFrame:
+    """An index CSV (``finetuned.csv``, ``features.csv``) with typed columns."""
+    path = require(config, name)
+    table = pd.read_csv(path, dtype={"design": str, "entry": str, "source": str},
+                        keep_default_na=False)
+    if "finetune" in table:
+        try:
+            table["finetune"] = table["finetune"].map(parse_bool)
+        except ValueError as exc:
+            raise PipelineError(f"{path}: column 'finetune': {exc}. Rerun the stage that writes "
+                                "it.") from None
+    return table
+
+
+def architecture(config: Config) -> dict:
+    """The network settings of an experiment that every network entry records: ``network``,
+    ``input_size`` (the network's default when unset) and ``width``."""
+    from pipeline.models.registry import get_network
+
+    spec = get_network(config["network"]["name"])
+    return {"network": spec.name, "input_size": config["network"]["input_size"] or spec.input_size,
+            "width": config["network"]["width"]}
+
+
+def network_entry(config: Config, key_inputs: dict) -> Path:
+    """The cache folder of a network whose key hashes ``key_inputs``."""
+    from pipeline.training.netstore import entry_dir
+
+    return entry_dir(config.cache_dir, key_inputs)

@@ -1,0 +1,142 @@
+"""The feature cache: a network's feature-layer output for a list of images, one entry each.
+
+``extract_features`` runs a network over the image cache and writes
+``<cache>/features/<key>/``: ``features.npy`` (float32, one row per image), ``images.txt`` (the
+image ids in row order) and ``manifest.json`` (its inputs, written last). The key
+(``feature_key``) hashes the network's weights, the feature layer, the preprocessing (network and
+mean), the image cache entry and the image list, so an existing key is never recomputed. An
+interrupted extraction resumes from its last saved chunk. Reading the uint8 image cache and
+preprocessing run in a ``tf.data`` pipeline that prefetches the next batches while the current one
+is in the network. ``load_features`` reads an entry without importing TensorFlow.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+import numpy as np
+from tqdm import tqdm
+
+from pipeline.cache.entries import entry_complete, finish_entry
+from pipeline.cache.files import hash_json, read_json, short_key, write_json, write_text
+from pipeline.console import log
+from pipeline.errors import PipelineError
+from pipeline.training import netstore
+
+FEATURES = "features.npy"
+PARTIAL = "features.partial.npy"
+PROGRESS = "progress.json"
+CHUNK_BATCHES = 8  # batches between two progress saves
+
+
+def feature_key(net_entry: str | Path, images, ids: list[str]) -> dict:
+    """Everything that determines a feature entry, read from the network entry's manifest (so a
+    cached entry is found without building the network)."""
+    from pipeline.models.registry import get_network
+
+    net_entry = Path(net_entry)
+    info = read_json(net_entry / "manifest.json")
+    return {"digest": info["digest"], "network": info["network"],
+            "layer": get_network(info["network"]).feature_layer, "input_size": info["input_size"],
+            "width": info["width"], "mean": _listed(netstore.load_mean(net_entry)),
+            "images": images.key, "ids": hash_json(ids)}
+
+
+def extract_features(net: netstore.StoredNetwork, images, ids: list[str], entry: Path, *,
+                     batch_size: int = 32, progress: bool = True, stop_after_chunks: int | None = None
+                     ) -> Path:
+    """Compute the feature layer's output for ``ids`` into the cache entry ``entry``.
+
+    Args:
+        net: the network (``pipeline.training.netstore.load``).
+        images: the image cache (``pipeline.data.image_cache.CachedImages``) holding every id.
+        ids: image ids, in the row order of the result.
+        entry: the entry folder; resumed when a partial result from an interrupted run is there.
+        batch_size: images per forward pass.
+        progress: show a progress bar.
+        stop_after_chunks: test hook: raise ``KeyboardInterrupt`` after this many saved chunks.
+
+    Returns:
+        ``entry``, complete: ``features.npy`` of shape (len(ids), feature width), float32.
+    """
+    import tensorflow as tf
+
+    from pipeline.models.build import feature_model
+    from pipeline.models.preprocessing import preprocess
+
+    inputs = feature_key(net.entry, images, ids)
+    if entry_complete(entry):
+        return entry
+    entry.mkdir(parents=True, exist_ok=True)
+    fmodel = feature_model(net.model, net.spec)
+    width = int(fmodel.output_shape[-1])
+    rows = images.index_of(ids)
+    n = len(ids)
+    done = 0
+    partial = entry / PARTIAL
+    if partial.exists() and (entry / PROGRESS).exists():
+        state = read_json(entry / PROGRESS)
+        if state.get("key") == short_key(inputs) and state.get("shape") == [n, width]:
+            done = int(state["done"])
+    if done == 0:
+        out = np.lib.format.open_memmap(partial, mode="w+", dtype=np.float32, shape=(n, width))
+    else:
+        out = np.load(partial, mmap_mode="r+")
+        log(f"  resuming at image {done} of {n}")
+
+    mean = net.mean
+
+    def batches():
+        for start in range(done, n, batch_size):
+            yield np.asarray(images.images[rows[start:start + batch_size]])
+
+    shape = images.images.shape[1:]
+    dataset = (tf.data.Dataset.from_generator(
+        batches, output_signature=tf.TensorSpec((None, *shape), tf.uint8))
+        .map(lambda x: preprocess(net.spec, x, mean), num_parallel_calls=tf.data.AUTOTUNE)
+        .prefetch(2))
+    infer = tf.function(lambda x: fmodel(x, training=False), reduce_retracing=True)
+    position, chunks = done, 0
+    bar = tqdm(total=n, initial=done, unit="img", desc="  extract", disable=not progress,
+               file=sys.stderr)
+    for step, batch in enumerate(dataset, start=1):
+        values = infer(batch).numpy().astype(np.float32, copy=False)
+        out[position:position + len(values)] = values
+        position += len(values)
+        bar.update(len(values))
+        if step % CHUNK_BATCHES == 0 or position == n:
+            out.flush()
+            write_json(entry / PROGRESS, {"key": short_key(inputs), "shape": [n, width],
+                                          "done": position})
+            chunks += 1
+            if stop_after_chunks is not None and chunks >= stop_after_chunks and position < n:
+                bar.close()
+                raise KeyboardInterrupt(f"test hook: stopped after {chunks} chunks")
+    bar.close()
+    if position != n:
+        raise PipelineError(f"feature extraction into {entry} wrote {position} of {n} rows; rerun "
+                            "`make features` to resume.")
+    del out
+    os.replace(partial, entry / FEATURES)
+    write_text(entry / "images.txt", "\n".join(ids) + "\n")
+    (entry / PROGRESS).unlink()
+    finish_entry(entry, {**inputs, "n_images": n, "width": width})
+    return entry
+
+
+def load_features(entry: str | Path) -> tuple[np.ndarray, list[str]]:
+    """Read a feature entry: (array of shape (n_images, width), image ids in row order).
+
+    Memory-mapped, so a cell reads only the rows it needs. Does not import TensorFlow.
+    """
+    entry = Path(entry)
+    if not entry_complete(entry):
+        raise PipelineError(f"feature entry {entry} is missing or incomplete; run `make features`.")
+    ids = (entry / "images.txt").read_text(encoding="utf-8").split()
+    return np.load(entry / FEATURES, mmap_mode="r"), ids
+
+
+def _listed(mean: np.ndarray | None) -> list | None:
+    return None if mean is None else np.asarray(mean).tolist()

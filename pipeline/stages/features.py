@@ -1,0 +1,72 @@
+"""Stage ``features``: fc7 features of every image a cell needs, cached on disk.
+
+``python -m pipeline features --config EXP`` runs every source network (cells without fine-tuning:
+all target images) and every fine-tuned network (its design's images, both halves) over the image
+cache and writes the feature layer's output (fc7 after ReLU, dropout off) into the feature cache
+(``pipeline.features.extraction``): one entry per network and image list, never recomputed, resumed
+from its last saved chunk when interrupted.
+
+Writes ``features.csv``: ``source, finetune, design, repeat, train_half, entry`` (``design`` empty
+and ``repeat``/``train_half`` 0 for a source network shared by every design and fold).
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+
+import pandas as pd
+
+from pipeline.cache.entries import entry_complete
+from pipeline.cache.files import short_key, write_csv
+from pipeline.console import log
+from pipeline.data.designs import apply_design
+from pipeline.experiment import artifacts
+from pipeline.experiment.config import add_config_arguments, config_from_args
+from pipeline.features.extraction import extract_features, feature_key
+from pipeline.protocol import cell_name
+from pipeline.training import netstore
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    add_config_arguments(parser)
+
+
+def run(args: argparse.Namespace) -> int:
+    from pipeline.models.device import select_device
+
+    config = config_from_args(args)
+    select_device()
+    table = artifacts.manifest(config)
+    images = artifacts.target_images(config, table)
+    jobs = []  # (row of features.csv without entry, network entry, ids)
+    sources = artifacts.networks(config)
+    for cell in (c for c in config.cells if not c.finetune):
+        if sources[cell.source]["status"] == "ok":
+            jobs.append(({"source": cell.source, "finetune": False, "design": "", "repeat": 0,
+                          "train_half": 0}, sources[cell.source]["entry"], table["image"].tolist()))
+    if any(c.finetune for c in config.cells):
+        finetuned = artifacts.read_index(config, "finetuned.csv")
+        design_ids = {d: apply_design(table, d)["image"].tolist() for d in config.designs}
+        for row in finetuned.itertuples():
+            jobs.append(({"source": row.source, "finetune": True, "design": row.design,
+                          "repeat": int(row.repeat), "train_half": int(row.train_half)},
+                         row.entry, design_ids[row.design]))
+    batch_size = config["extract"]["batch_size"]
+    rows, started, computed, n_images = [], time.perf_counter(), 0, 0
+    for number, (row, net_entry, ids) in enumerate(jobs, start=1):
+        entry = config.cache_dir / "features" / short_key(feature_key(net_entry, images, ids))
+        if not entry_complete(entry):
+            log(f"features [{number}/{len(jobs)}] {cell_name(row['source'], row['finetune'])} "
+                f"{row['design']} {row['repeat']}/{row['train_half']}: {len(ids)} images")
+            extract_features(netstore.load(net_entry), images, ids, entry, batch_size=batch_size)
+            computed += 1
+            n_images += len(ids)
+        rows.append({**row, "entry": str(entry)})
+    elapsed = time.perf_counter() - started
+    log(f"features: {len(jobs)} feature entries, {computed} computed"
+        + (f" ({n_images / elapsed:.1f} images/s)" if computed else " (all cached)"))
+    write_csv(config.path_of("features.csv"), pd.DataFrame(
+        rows, columns=["source", "finetune", "design", "repeat", "train_half", "entry"]))
+    return 0
+

@@ -1,0 +1,95 @@
+"""Stage ``finetune``: one fine-tuned network per (source, design, repeat, training half).
+
+``python -m pipeline finetune --config EXP`` takes every cell with fine-tuning (``<source>+ft``),
+and for every design and fold strips the source network's last layer, adds a softmax with 2 or 3
+outputs and retrains the whole network on the fold's training half with the paper's recipe
+(``pipeline.training.train``). ``none+ft`` is therefore training from scratch on the target. Entries are
+keyed by the source network's weights, the training images and labels, the recipe and the seed
+(``pipeline.training.netstore``); finished ones are never retrained, and an interrupted run resumes from its
+last completed epoch. Writes ``finetuned.csv``: ``source, design, repeat, train_half, entry``.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from pipeline.cache.entries import entry_complete
+from pipeline.cache.files import hash_json, read_json, write_csv
+from pipeline.console import log
+from pipeline.data.designs import apply_design, get_design
+from pipeline.experiment import artifacts
+from pipeline.experiment.config import Config, add_config_arguments, config_from_args
+from pipeline.folds.table import fold_runs
+from pipeline.protocol import IMAGENET_SOURCES
+from pipeline.training import netstore
+
+
+def finetune_one(config: Config, source_entry: Path, images, table: pd.DataFrame,
+                 train_ids: list[str], design: str, tag: str) -> Path:
+    """Fine-tune one network on ``train_ids`` (rows of ``table`` labelled by ``design``).
+
+    The source network is loaded afresh for every run, so no run starts from weights another run
+    has changed.
+    """
+    from pipeline.models.build import replace_head
+    from pipeline.training.train import compute_mean
+
+    classes = get_design(design).classes
+    labels = table.set_index("image").loc[train_ids, "y"].to_numpy()
+    pixels = images.get(train_ids)
+    info = read_json(Path(source_entry) / "manifest.json")
+    imagenet_derived = info["source"] in IMAGENET_SOURCES
+    mean = netstore.load_mean(source_entry) if imagenet_derived else compute_mean(pixels)
+    recipe = config.recipe("finetune")
+    key_inputs = {**artifacts.architecture(config), "stage": "finetune",
+                  "source": info["source"], "source_digest": info["digest"],
+                  "design": design, "classes": list(classes), "images": images.key,
+                  "ids_labels": hash_json([train_ids, labels.tolist()]), "recipe": recipe.as_dict(),
+                  "seed": config.seed, "mean": None if mean is None else np.asarray(mean).tolist()}
+    entry = artifacts.network_entry(config, key_inputs)
+    if entry_complete(entry):
+        log(f"finetune {tag}: cached")
+        return entry
+    log(f"finetune {tag}: {len(train_ids)} images, {recipe.epochs} epochs")
+    source_net = netstore.load(source_entry)
+    model = replace_head(source_net.model, source_net.spec, len(classes), seed=config.seed)
+    netstore.train_and_save(entry, model, source_net.spec, pixels, labels, mean, recipe,
+                            config.seed, key_inputs)
+    return entry
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    add_config_arguments(parser)
+
+
+def run(args: argparse.Namespace) -> int:
+    from pipeline.models.device import select_device
+
+    config = config_from_args(args)
+    select_device()
+    sources = artifacts.networks(config)
+    table = artifacts.manifest(config)
+    images = artifacts.target_images(config, table)
+    rows = []
+    for cell in (c for c in config.cells if c.finetune):
+        if sources[cell.source]["status"] != "ok":
+            log(f"finetune {cell.name}: not run ({sources[cell.source]['reason']})")
+            continue
+        source_entry = Path(sources[cell.source]["entry"])
+        for design in config.designs:
+            labelled = apply_design(table, design)
+            folds = artifacts.folds(config, design, table)
+            for repeat, half, _ in fold_runs(folds):
+                ids = folds.loc[(folds["repeat"] == repeat) & (folds["half"] == half), "image"]
+                tag = f"{cell.name} {design} repeat {repeat} half {half}"
+                entry = finetune_one(config, source_entry, images, labelled, ids.tolist(), design,
+                                     tag)
+                rows.append({"source": cell.source, "design": design, "repeat": int(repeat),
+                             "train_half": half, "entry": str(entry)})
+    write_csv(config.path_of("finetuned.csv"),
+              pd.DataFrame(rows, columns=["source", "design", "repeat", "train_half", "entry"]))
+    return 0

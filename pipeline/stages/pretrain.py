@@ -1,0 +1,136 @@
+"""Stage ``pretrain``: one source network per transfer source, each built at most once.
+
+``python -m pipeline pretrain --config EXP`` reads the experiment, builds the source network of every
+transfer source its cells use and writes ``networks.json`` (source -> cache entry, or why it could
+not run):
+
+- ``none``: no transfer: orthogonal weights (gain 1), biases 0.05, seeded.
+- ``imagenet``: ImageNet weights (VGG-M converted from MatConvNet, VGG-16 from Keras).
+- ``retinopathy``: the ``none`` initialisation trained on Kaggle Diabetic Retinopathy (5 grades).
+- ``double``: ImageNet weights fine-tuned on Retinopathy.
+
+Entries live in ``features_cache/networks/`` keyed by content (``pipeline.training.netstore``), so every
+design and fold reuses them and a rerun trains nothing that has not changed. Missing ImageNet
+weights never fall back to random weights: the ImageNet-derived sources are recorded as not run,
+with the reason and the fix, and the rest of the experiment goes on.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import numpy as np
+
+from pipeline.cache.entries import entry_complete
+from pipeline.cache.files import hash_json, write_json
+from pipeline.console import log
+from pipeline.errors import WeightsUnavailable
+from pipeline.experiment import artifacts
+from pipeline.experiment.config import Config, add_config_arguments, config_from_args
+from pipeline.protocol import IMAGENET_SOURCES, RETINOPATHY_SOURCES, pretrain_order
+from pipeline.training import netstore
+
+RETINOPATHY_CLASSES = 5
+
+
+def initial_network(config: Config, source: str, classes: int = 1000):
+    """The network a source starts from: orthogonal init (``none``, ``retinopathy``) or ImageNet
+    weights (``imagenet``, ``double``). Returns ``(model, spec, mean, pretrained)``: the mean is the
+    one that comes with ImageNet weights (``None`` for Keras backbones, whose ``preprocess_input``
+    applies) and is computed from the training set when not ``pretrained``."""
+    from pipeline.models.build import build_network
+    from pipeline.models.registry import get_network
+    from pipeline.models.weights import imagenet_mean
+
+    arch = artifacts.architecture(config)
+    spec = get_network(arch["network"])
+    pretrained = source in IMAGENET_SOURCES
+    # Only the ImageNet-derived sources load the weights file; the others start from the paper's
+    # no-transfer init whatever `network.imagenet_weights` says.
+    weights_path = (config["network"]["imagenet_weights"] or None) if pretrained else None
+    model = build_network(arch["network"], weights="imagenet" if pretrained else None,
+                          input_size=arch["input_size"], width=arch["width"], classes=classes,
+                          weights_path=weights_path, seed=config.seed)
+    mean = imagenet_mean(spec, weights_path) if pretrained else None
+    return model, spec, mean, pretrained
+
+
+def train_on_retinopathy(config: Config, model, spec, mean, pretrained: bool, init_digest: str,
+                         source: str) -> Path:
+    """Train ``model`` (head replaced by a 5-way softmax) on the Retinopathy source task."""
+    from pipeline.models.build import replace_head
+    from pipeline.training.train import compute_mean
+
+    table = artifacts.retinopathy_manifest(config)
+    arch = artifacts.architecture(config)
+    images = artifacts.image_cache(config, table, "retinopathy")
+    # Train straight from the memory-mapped cache, in its row order, so the source task (35k
+    # images for Kaggle Retinopathy) is never copied into memory.
+    pixels = images.images
+    y = table.set_index("image").loc[images.ids, "category"].astype(int).to_numpy()
+    if not pretrained:
+        mean = compute_mean(pixels)
+    recipe = config.recipe("pretrain")
+    key_inputs = {**arch, "stage": "pretrain", "source": source, "init": init_digest,
+                  "images": images.key, "ids_labels": hash_json([images.ids, y.tolist()]),
+                  "recipe": recipe.as_dict(), "seed": config.seed,
+                  "mean": None if mean is None else np.asarray(mean).tolist()}
+    entry = artifacts.network_entry(config, key_inputs)
+    if entry_complete(entry):
+        log(f"pretrain {source}: cached in {entry}")
+        return entry
+    model = replace_head(model, spec, RETINOPATHY_CLASSES, seed=config.seed)
+    log(f"pretrain {source}: training on {len(y)} Retinopathy images "
+        f"({np.bincount(y, minlength=5).tolist()} per grade), {recipe.epochs} epochs")
+    netstore.train_and_save(entry, model, spec, pixels, y, mean, recipe, config.seed, key_inputs)
+    return entry
+
+
+def pretrain_source(config: Config, source: str) -> Path:
+    """Build (or find in the cache) the source network of one transfer source."""
+    from pipeline.training.train import compute_mean
+
+    model, spec, mean, pretrained = initial_network(config, source)
+    init_digest = netstore.weights_digest(model)
+    if source in RETINOPATHY_SOURCES:
+        return train_on_retinopathy(config, model, spec, mean, pretrained, init_digest, source)
+    arch = artifacts.architecture(config)
+    if not pretrained:
+        # Untrained network used as a feature extractor: centre on the target images' mean (an
+        # unsupervised statistic of the whole dataset, the only training set this network has).
+        table = artifacts.manifest(config)
+        mean = compute_mean(artifacts.target_images(config, table).images)  # memmap, in chunks
+    key_inputs = {**arch, "stage": "pretrain", "source": source, "init": init_digest,
+                  "mean": None if mean is None else np.asarray(mean).tolist()}
+    entry = artifacts.network_entry(config, key_inputs)
+    if entry_complete(entry):
+        log(f"pretrain {source}: cached in {entry}")
+        return entry
+    log(f"pretrain {source}: {'ImageNet weights' if source == 'imagenet' else 'orthogonal init'}")
+    return netstore.save(entry, model, mean, key_inputs)
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    add_config_arguments(parser)
+
+
+def run(args: argparse.Namespace) -> int:
+    from pipeline.models.device import select_device
+
+    config = config_from_args(args)
+    select_device()
+    result: dict[str, dict] = {}
+    for source in pretrain_order(config.sources):
+        if source == "double" and result.get("imagenet", {}).get("status") == "not_run":
+            result[source] = dict(result["imagenet"])
+            continue
+        try:
+            entry = pretrain_source(config, source)
+        except WeightsUnavailable as exc:
+            log(f"pretrain {source}: NOT RUN. {exc}")
+            result[source] = {"status": "not_run", "reason": exc.reason, "fix": exc.fix}
+            continue
+        result[source] = {"status": "ok", "entry": str(entry)}
+    write_json(config.path_of("networks.json"), result)
+    return 0

@@ -1,0 +1,108 @@
+"""Stage ``report``: ``report.md`` with the paper's tables and plots, from the experiment's results.
+
+``python -m pipeline report --config EXP`` reads ``metrics.csv``, ``predictions.csv``, the manifest
+(Table 4's difficulty) and the cells that could not run, and writes ``report.md``, ``auc.png``,
+``roc.png`` and ``comparisons.csv`` (``pipeline.reporting.report``). The header lists the
+experiment's facts and every declared departure from the paper (``experiment.scaled_down``,
+``--set`` overrides). The paper's numbers are shown beside the results only for a faithful run
+(derm7pt, VGG-M, nothing scaled down). ``report.architectures`` joins other experiments'
+``imagenet+ft`` cell into Table 3. Nothing here imports TensorFlow.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+
+import pandas as pd
+
+import pipeline
+from pipeline.errors import PipelineError
+from pipeline.experiment import artifacts
+from pipeline.experiment.config import add_config_arguments, config_from_args, load_config
+from pipeline.models.registry import get_network
+from pipeline.protocol import parse_bool
+from pipeline.reporting.markdown import markdown_table
+from pipeline.reporting.paper import PAPER_TABLE1, PAPER_TABLE4
+from pipeline.reporting.report import write_report
+from pipeline.reporting.tables import table_architectures
+
+
+def read_results(config) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """``metrics.csv`` and ``predictions.csv`` of an experiment, ``finetune`` as bool."""
+    frames = []
+    for name in ("metrics.csv", "predictions.csv"):
+        frame = pd.read_csv(artifacts.require(config, name), keep_default_na=False,
+                            na_values=[""], dtype={"design": str, "source": str, "image": str,
+                                                   "y_true": str})
+        try:
+            frame["finetune"] = frame["finetune"].map(parse_bool)
+        except ValueError as exc:
+            raise PipelineError(f"{config.path_of(name)}: column 'finetune': {exc}. Rerun "
+                                f"`make svm EXP={config.path}`.") from None
+        frames.append(frame)
+    return frames[0], frames[1]
+
+
+def experiment_header(config) -> dict:
+    """The experiment facts printed at the top of the report."""
+    arch = artifacts.architecture(config)
+    spec = get_network(arch["network"])
+    width = spec.feature_width if arch["width"] == 1.0 else f"{spec.feature_width} x {arch['width']:g}"
+    pre, ft = config.recipe("pretrain"), config.recipe("finetune")
+    header = {
+        "experiment": config.name, "description": config["experiment"]["description"],
+        "config": str(config.path),
+        "dataset": f"{config['data']['dataset']} ({config['data']['root']})",
+        "network": f"{arch['network']}, input {arch['input_size']}x{arch['input_size']}, "
+                   f"width x{arch['width']:g}, features `{spec.feature_layer}` ({width})",
+        "cells": ", ".join(c.name for c in config.cells),
+        "designs": ", ".join(config.designs),
+        "folds": f"{config['folds']['scheme']}" + (f", {config['folds']['repeats']} repeats"
+                                                     if config["folds"]["scheme"] == "5x2" else ""),
+        "training": f"pretrain {pre.epochs} epochs, fine-tune {ft.epochs} epochs, batch "
+                    f"{ft.batch_size}, SGD lr {ft.learning_rate:g} Nesterov momentum {ft.momentum:g},"
+                    f" L2 {ft.l2:g}, augmentation {ft.augment}",
+        "svm": f"C in {list(config['svm']['C_grid'])}, selection {config['svm']['selection']}",
+        "seed": config.seed,
+    }
+    if config["experiment"]["scaled_down"]:
+        header["scaled down (declared)"] = config["experiment"]["scaled_down"]
+    header["written"] = datetime.datetime.now().strftime("%Y-%m-%d %H:%M")
+    header["pipeline version"] = pipeline.__version__
+    return header
+
+
+def architectures_section(config, metrics: pd.DataFrame) -> list[str]:
+    """Table 3 lines: this experiment's network and those of ``report.architectures``."""
+    if not config["report"]["architectures"]:
+        return []
+    by_network = {get_network(config["network"]["name"]).name: metrics}
+    for other_path in config["report"]["architectures"]:
+        other = load_config(other_path)
+        by_network[get_network(other["network"]["name"]).name] = read_results(other)[0]
+    table = table_architectures(by_network)
+    rows = [[name, *[v if isinstance(v, str) else f"{v:.1f}" for v in row]]
+            for name, row in table.iterrows()]
+    return ["## Table 3: AUC (%) by architecture (ImageNet + fine-tuning)", "",
+            markdown_table(["Network", *map(str, table.columns)], rows), ""]
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    add_config_arguments(parser)
+
+
+def run(args: argparse.Namespace) -> int:
+    config = config_from_args(args)
+    metrics, predictions = read_results(config)
+    faithful = (config["data"]["dataset"] == "derm7pt" and config["network"]["name"] == "vgg-m"
+                and not config["experiment"]["scaled_down"])
+    path = write_report(
+        config.output_dir, metrics, predictions, manifest=artifacts.manifest(config),
+        not_run=artifacts.not_run(config), header=experiment_header(config),
+        paper_table=PAPER_TABLE1 if faithful else None,
+        paper_difficulty=PAPER_TABLE4 if faithful else None,
+        difficulty_cell=config["report"]["difficulty_cell"], threshold=config["report"]["threshold"],
+        seed=config.seed, extra_sections=architectures_section(config, metrics))
+    print(f"report: {path}")
+    return 0

@@ -1,0 +1,167 @@
+"""Stage ``svm``: a linear SVM for every cell, design and fold, on cached features only.
+
+``python -m pipeline svm --config EXP`` reads ``features.csv`` (written by ``extract``), the folds
+and the manifest, and for every run (cell x design x repeat x test half) L2-normalises the
+features, picks C on a stratified validation split of the training half by AUC, refits on the whole
+half and scores the test half (``pipeline.classifiers.svm``). It writes the result-file contract:
+
+- ``predictions.csv``: ``source, finetune, design, repeat, test_half, image, y_true``, then
+  ``score`` for 2-class designs (higher = positive) or ``score_<class>`` per class for the 3-class
+  design;
+- ``metrics.csv``: ``source, finetune, design, repeat, test_half, auc, auc_ovr, ap, accuracy,
+  sensitivity, specificity, f1, n_train, n_test, C``.
+
+It never imports TensorFlow (features are memory-mapped ``.npy`` files), so it starts in about a
+second and reruns alone when only ``[svm]`` settings change. Runs go in parallel on every core.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+from tqdm import tqdm
+
+from pipeline.cache.files import write_csv
+from pipeline.classifiers.svm import decision_scores, select_and_fit
+from pipeline.data.designs import apply_design, get_design
+from pipeline.errors import PipelineError
+from pipeline.evaluation.metrics import cell_metrics
+from pipeline.experiment import artifacts
+from pipeline.experiment.config import add_config_arguments, config_from_args
+from pipeline.features.extraction import load_features
+from pipeline.folds.table import fold_runs
+from pipeline.protocol import cell_name
+
+RESULT_KEYS = ["source", "finetune", "design", "repeat", "test_half"]
+METRIC_COLUMNS = ["auc", "auc_ovr", "ap", "accuracy", "sensitivity", "specificity", "f1"]
+
+
+@dataclass(frozen=True)
+class Run:
+    """One SVM run: a cell, a design, a repeat, the half it is tested on and its features."""
+
+    source: str
+    finetune: bool
+    design: str
+    repeat: int
+    test_half: int
+    features: str  # feature entry folder
+
+    @property
+    def name(self) -> str:
+        return (f"{cell_name(self.source, self.finetune)} {self.design} repeat {self.repeat} "
+                f"test half {self.test_half}")
+
+
+def plan_runs(config, cells, features_index: pd.DataFrame, folds_by_design: dict) -> list[Run]:
+    """Every run of ``cells``, with the feature entry it reads.
+
+    Cells without fine-tuning read their source network's features (one entry for every design
+    and fold); fine-tuned cells read the network fine-tuned on the run's training half.
+
+    Raises:
+        PipelineError: a run's features are missing from ``features.csv``, naming the cell and the
+            command that makes them.
+    """
+    entries = {(r.source, bool(r.finetune), r.design, int(r.repeat), int(r.train_half)): r.entry
+               for r in features_index.itertuples()}
+    runs = []
+    for cell in cells:
+        for design in config.designs:
+            for repeat, train_half, test_half in fold_runs(folds_by_design[design]):
+                key = ((cell.source, True, design, repeat, train_half) if cell.finetune
+                       else (cell.source, False, "", 0, 0))
+                if key not in entries:
+                    raise PipelineError(
+                        f"features for cell {cell.name}, design {design}, repeat {repeat}, "
+                        f"training half {train_half} are missing from "
+                        f"{config.path_of('features.csv')}; run `make features EXP={config.path}`.")
+                runs.append(Run(cell.source, cell.finetune, design, repeat, test_half,
+                                entries[key]))
+    return runs
+
+
+def run_one(run: Run, folds: pd.DataFrame, labels: pd.Series, svm: dict, seed: int,
+            threshold: float) -> tuple[dict, pd.DataFrame]:
+    """Fit the SVM of one run on its training half and score its test half.
+
+    Args:
+        run: the run.
+        folds: the design's folds (``image, repeat, half``).
+        labels: the design's label of every kept image, indexed by image id.
+        svm: the ``[svm]`` settings.
+        seed: seed of the validation split.
+        threshold: decision threshold of the 2-class metrics.
+
+    Returns:
+        The ``metrics.csv`` row and the ``predictions.csv`` rows of the run.
+    """
+    X, ids = load_features(run.features)
+    row_of = pd.Series(np.arange(len(ids)), index=ids)
+    fold = folds[folds["repeat"] == run.repeat]
+    train_ids = fold.loc[fold["half"] != run.test_half, "image"].to_numpy()
+    test_ids = fold.loc[fold["half"] == run.test_half, "image"].to_numpy()
+    missing = [i for i in np.concatenate([train_ids, test_ids]) if i not in row_of.index]
+    if missing:
+        raise PipelineError(f"feature entry {run.features} lacks {len(missing)} images of run "
+                            f"{run.name} (e.g. {missing[:3]}); rerun `make features`.")
+    classes = get_design(run.design).classes
+    X_train = np.asarray(X[row_of[train_ids].to_numpy()])
+    X_test = np.asarray(X[row_of[test_ids].to_numpy()])
+    y_train, y_test = labels[train_ids].to_numpy(), labels[test_ids].to_numpy()
+    fit = select_and_fit(X_train, y_train, C_grid=svm["C_grid"], selection=svm["selection"],
+                         validation_fraction=svm["validation_fraction"], seed=seed,
+                         classes=classes)
+    scores = decision_scores(fit, X_test)
+    metrics = cell_metrics(y_test, scores, classes, threshold if len(classes) == 2 else 0.0)
+    keys = {"source": run.source, "finetune": run.finetune, "design": run.design,
+            "repeat": run.repeat, "test_half": run.test_half}
+    row = {**keys, **{m: metrics.get(m, np.nan) for m in METRIC_COLUMNS},
+           "n_train": len(train_ids), "n_test": len(test_ids), "C": fit.C_}
+    if len(classes) == 2:
+        row["auc_ovr"] = metrics["auc"]  # one-vs-rest of two classes is the AUC itself
+        score_columns = {"score": scores}
+    else:
+        score_columns = {f"score_{c}": scores[:, k] for k, c in enumerate(classes)}
+    predictions = pd.DataFrame({**keys, "image": test_ids, "y_true": y_test, **score_columns})
+    return row, predictions
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    add_config_arguments(parser)
+
+
+def run(args: argparse.Namespace) -> int:
+    from joblib import Parallel, delayed
+
+    started = time.perf_counter()
+    config = config_from_args(args)
+    table = artifacts.manifest(config)
+    folds = {d: artifacts.folds(config, d, table) for d in config.designs}
+    labels = {d: apply_design(table, d).set_index("image")["label"] for d in config.designs}
+    index = artifacts.read_index(config, "features.csv")
+    skipped = {(n["source"], n["finetune"]) for n in artifacts.not_run(config)}
+    cells = [c for c in config.cells if (c.source, c.finetune) not in skipped]
+    runs = plan_runs(config, cells, index, folds)
+    svm = config["svm"]
+    results = Parallel(n_jobs=svm["n_jobs"], batch_size=1)(
+        delayed(run_one)(r, folds[r.design], labels[r.design], svm, config.seed,
+                         config["report"]["threshold"])
+        for r in tqdm(runs, desc="svm", unit="run", file=sys.stderr))
+    metrics = pd.DataFrame([row for row, _ in results],
+                           columns=RESULT_KEYS + METRIC_COLUMNS + ["n_train", "n_test", "C"])
+    predictions = pd.concat([p for _, p in results], ignore_index=True) if results else \
+        pd.DataFrame(columns=RESULT_KEYS + ["image", "y_true", "score"])
+    score_columns = [c for c in predictions.columns if c.startswith("score")]
+    predictions = predictions[RESULT_KEYS + ["image", "y_true"] + sorted(score_columns)]
+    write_csv(config.path_of("predictions.csv"), predictions)
+    write_csv(config.path_of("metrics.csv"), metrics)
+    print(f"svm: {len(runs)} runs ({len(cells)} cells x {len(config.designs)} designs) in "
+          f"{time.perf_counter() - started:.1f} s -> {config.path_of('metrics.csv')}",
+          file=sys.stderr)
+    return 0

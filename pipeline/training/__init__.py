@@ -1,0 +1,3 @@
+"""Training: the recipe, minority augmentation, the one training routine with resumable
+checkpoints, and trained networks in the content-keyed cache (``netstore``).
+"""

@@ -1,0 +1,121 @@
+"""Networks in the content-keyed cache: ``features_cache/networks/<key>/``.
+
+An entry holds ``model.weights.h5`` (the whole model, head included), ``mean.npy`` (the RGB mean
+subtracted from its inputs: the ImageNet mean for ImageNet-derived networks, the training set's
+own mean otherwise, as in the paper) and ``manifest.json`` (written last: the network's name,
+input size, width, head size and everything its key hashes). The key of a trained network hashes
+the digest of its initial weights, the training images and labels, the recipe and the seed, so a
+change retrains exactly what it affects.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from pipeline.cache.entries import entry_complete, finish_entry
+from pipeline.cache.files import atomic_path, read_json, save_npy, short_key
+from pipeline.errors import PipelineError
+
+
+@dataclass
+class StoredNetwork:
+    """A network loaded from the cache."""
+
+    model: object  # keras.Model
+    spec: object  # pipeline.models.registry.NetworkSpec
+    mean: np.ndarray | None  # shape (3,), RGB; None: the backbone's own preprocess_input
+    entry: Path
+    info: dict
+
+
+def weights_digest(model) -> str:
+    """SHA-256 over every weight array of ``model`` in layer order (its identity for cache keys)."""
+    digest = hashlib.sha256()
+    for weight in model.weights:
+        value = np.ascontiguousarray(np.asarray(weight.numpy()))
+        digest.update(weight.path.encode() if hasattr(weight, "path") else b"")
+        digest.update(str(value.shape).encode())
+        digest.update(value.tobytes())
+    return digest.hexdigest()
+
+
+def entry_dir(cache_dir: str | Path, key_inputs: dict) -> Path:
+    """The cache folder of a network whose key hashes ``key_inputs``: ``<cache_dir>/networks/<key>``."""
+    return Path(cache_dir) / "networks" / short_key(key_inputs)
+
+
+def save(entry: Path, model, mean: np.ndarray, inputs: dict) -> Path:
+    """Write a network entry atomically (manifest last)."""
+    entry.mkdir(parents=True, exist_ok=True)
+    with atomic_path(entry / "model.weights.h5") as tmp:
+        model.save_weights(tmp)
+    if mean is not None:
+        save_npy(entry / "mean.npy", np.asarray(mean, dtype=np.float32).reshape(3))
+    finish_entry(entry, {**inputs, "classes": int(model.output_shape[-1]),
+                         "digest": weights_digest(model)})
+    return entry
+
+
+def load(entry: str | Path) -> StoredNetwork:
+    """Rebuild a network from its entry (architecture from the manifest, then its weights)."""
+    from pipeline.models.registry import get_network
+
+    entry = Path(entry)
+    if not entry_complete(entry):
+        raise PipelineError(f"network entry {entry} is missing or incomplete (no manifest.json); "
+                            "rerun `make pretrain` / `make finetune` to rebuild it.")
+    info = read_json(entry / "manifest.json")
+    spec = get_network(info["network"])
+    # Keras' default init, not the (slow) orthogonal one: every weight is overwritten next, and
+    # load_weights fails loudly on any mismatch, so nothing random survives.
+    model = spec.builder(spec, info["input_size"], info["width"], info["classes"], None, 0)
+    model.load_weights(entry / "model.weights.h5")
+    if weights_digest(model) != info["digest"]:
+        raise PipelineError(f"network entry {entry}: the loaded weights do not match the digest in "
+                            "its manifest.json (a damaged file?). Delete the folder and rerun.")
+    return StoredNetwork(model=model, spec=spec, mean=load_mean(entry), entry=entry, info=info)
+
+
+def load_mean(entry: str | Path) -> np.ndarray | None:
+    """The RGB mean of a network entry, or ``None`` for a Keras backbone with ImageNet weights,
+    whose own ``preprocess_input`` applies."""
+    path = Path(entry) / "mean.npy"
+    return np.load(path) if path.is_file() else None
+
+
+def train_and_save(entry: Path, model, spec, pixels: np.ndarray, labels: np.ndarray,
+                   mean: np.ndarray | None, recipe, seed: int, inputs: dict) -> Path:
+    """Train ``model`` with the recipe (``pipeline.training.train``) and store it as the entry ``entry``.
+
+    Training checkpoints go to ``<entry>.partial/`` so an interrupted run resumes from its last
+    completed epoch; that folder is removed once the entry is complete.
+
+    Args:
+        entry: the cache folder of the trained network.
+        model: a Keras model ending in a softmax over the classes of ``labels``.
+        spec: its ``NetworkSpec`` (preprocessing).
+        pixels: uint8 images of shape (n, size, size, 3) at the network's input size.
+        labels: class indices of shape (n,).
+        mean: RGB mean subtracted from the inputs (``None``: the backbone's own preprocessing).
+        recipe: the ``TrainRecipe``.
+        seed: seed of the training sequence.
+        inputs: what the entry's key hashes, recorded in its manifest.
+    """
+    from pipeline.models.preprocessing import preprocess
+    from pipeline.training.train import train_classifier
+
+    partial = entry.with_name(entry.name + ".partial")
+    result = train_classifier(model, pixels, labels, recipe=recipe,
+                              preprocess=lambda x: preprocess(spec, x, mean), seed=seed,
+                              workdir=partial, log=None)
+    save(entry, model, mean, {**inputs, "best_epoch": result.best_epoch,
+                              "best_val_loss": result.best_val_loss,
+                              "images_per_second": result.images_per_second,
+                              "history": result.history})
+    shutil.rmtree(partial, ignore_errors=True)
+    return entry

@@ -1,0 +1,362 @@
+"""The one training routine: training from scratch, fine-tuning, Retinopathy and double transfer.
+
+``train_classifier`` trains a Keras model whose last layer is a k-way softmax with the paper's
+recipe (``pipeline.training.recipe.TrainRecipe``): a 10% stratified validation split; each epoch every
+training image once as it is, plus, for each minority class, randomly transformed extra copies until
+it has as many examples as the majority class; SGD with Nesterov momentum on the categorical
+cross-entropy plus ``l2 * sum(w**2)`` over every kernel; the weights with the lowest validation loss
+kept. It reads the images from a uint8 array (the image cache's memmap) batch by batch, so memory
+stays bounded, and writes nothing but a resumable checkpoint to its ``workdir``.
+
+Randomness is a function of (seed, epoch, image, copy), never of batch position: the validation
+split of ``seed``, the epoch's oversampling and order of ``(seed, epoch)``, each augmented copy's
+transformation of ``(seed, epoch, image index, copy number)``, dropout's generators reset from
+``(seed, epoch)``. An interrupted run that resumes from its checkpoint therefore ends with the same
+weights as an uninterrupted one.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import keras
+import numpy as np
+import tensorflow as tf
+from sklearn.model_selection import StratifiedShuffleSplit
+from tqdm.auto import tqdm
+
+from pipeline.errors import PipelineError
+from pipeline.models.initializers import walk_layers
+from pipeline.training.augment import epoch_dataset, epoch_length, epoch_plan, plain_plan
+from pipeline.training.checkpoint import assign_all, fingerprint, load_checkpoint, save_checkpoint
+from pipeline.training.recipe import TrainRecipe
+
+logger = logging.getLogger(__name__)
+
+CHECKPOINT = "checkpoint.npz"
+_MEAN_CHUNK = 256
+
+
+@dataclass
+class TrainResult:
+    """What one training run did.
+
+    Attributes:
+        history: one dict per epoch: ``epoch`` (1-based), ``loss`` (the training objective,
+            cross-entropy plus the L2 penalty, mean over the epoch), ``val_loss`` (validation
+            cross-entropy), ``val_accuracy``, ``seconds`` (whole epoch), ``train_seconds``
+            (planning and training steps, without validation).
+        best_epoch: 1-based epoch whose weights the model holds on return.
+        best_val_loss: its validation loss.
+        images_per_second: training throughput over every epoch in ``history`` (the first epoch of
+            a call includes tracing the training step).
+        resumed_from: the last completed epoch found in the checkpoint (0 for a fresh run).
+    """
+
+    history: list[dict] = field(default_factory=list)
+    best_epoch: int = 0
+    best_val_loss: float = math.inf
+    images_per_second: float = 0.0
+    resumed_from: int = 0
+
+
+def compute_mean(images: np.ndarray, chunk: int = _MEAN_CHUNK) -> np.ndarray:
+    """Per-channel mean of uint8 images, summed in float64 chunk by chunk (memmaps stay on disk).
+
+    Args:
+        images: uint8 array of shape (n_images, height, width, 3), e.g. the image cache's memmap.
+        chunk: images read at a time.
+
+    Returns:
+        Array of shape (3,), float64, in the 0-255 pixel range.
+    """
+    _check_images(images)
+    total = np.zeros(images.shape[-1], np.float64)
+    for start in range(0, len(images), chunk):
+        total += np.asarray(images[start:start + chunk]).sum(axis=(0, 1, 2), dtype=np.float64)
+    return total / (len(images) * images.shape[1] * images.shape[2])
+
+
+def split_validation(y: np.ndarray, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Stratified hold-out split of the training images (scikit-learn ``StratifiedShuffleSplit``).
+
+    Args:
+        y: int array of shape (n_images,).
+        fraction: share of the images held out for validation.
+        seed: random seed of the split.
+
+    Returns:
+        ``(train_idx, val_idx)``, sorted int arrays of positions into ``y``.
+    """
+    splitter = StratifiedShuffleSplit(n_splits=1, test_size=fraction, random_state=seed)
+    try:
+        train_idx, val_idx = next(splitter.split(np.zeros(len(y)), y))
+    except ValueError as exc:
+        raise PipelineError(
+            f"cannot hold out a stratified validation_fraction={fraction} of {len(y)} images in "
+            f"{len(np.unique(y))} classes: {exc}. Use more images or a larger validation_fraction "
+            "in the recipe.") from exc
+    return np.sort(train_idx), np.sort(val_idx)
+
+
+def train_classifier(model: keras.Model, images: np.ndarray, y: np.ndarray, *, recipe: TrainRecipe,
+                     preprocess: Callable[[tf.Tensor], tf.Tensor], seed: int, workdir: Path,
+                     progress: bool = True, log: Callable[[str], None] | None = None,
+                     on_epoch_end: Callable[[dict], None] | None = None) -> TrainResult:
+    """Train ``model`` in place with ``recipe``; on return it holds the best validation weights.
+
+    Determinism: the function calls ``keras.utils.set_random_seed(seed)`` (Python, NumPy's global
+    generator, TensorFlow and Keras) and ``tf.config.experimental.enable_op_determinism()``, which
+    stays on for the rest of the process. Two runs with the same seed, model and data on the CPU end
+    with identical weights. ``recipe.mixed_precision`` switches every layer but the output softmax
+    to ``mixed_float16`` only when TensorFlow sees a GPU (restored on return); a CPU ignores it.
+
+    Resume: after every epoch the model and optimizer variables, the best weights so far and the
+    history are written atomically to ``workdir/checkpoint.npz``. A later call with the same
+    ``workdir`` resumes after the last completed epoch if the checkpoint's fingerprint (recipe,
+    seed, image count and shape, classes, hash of ``y``, hash of the model's initial weights,
+    precision) matches; otherwise it raises ``PipelineError`` naming the field. A finished
+    checkpoint just restores the best weights. The images' pixels are not hashed (gigabytes for
+    Retinopathy): the caller's cache key covers them.
+
+    Args:
+        model: Keras model whose input is (height, width, 3) and whose last layer is a softmax with
+            k outputs, freshly built (its weights are the run's initial weights).
+        images: uint8 array of shape (n_images, height, width, 3) at the model's input size
+            (possibly a read-only ``np.memmap``).
+        y: int array of shape (n_images,), values 0..k-1, every class at least twice.
+        recipe: the training hyper-parameters.
+        preprocess: maps a float32 RGB batch of shape (batch, height, width, 3), pixel range 0-255,
+            to the network's input (e.g. mean subtraction); traced into the ``tf.data`` pipeline.
+        seed: non-negative int fixing the split, the epochs' sequences, augmentation and dropout.
+        workdir: folder for the checkpoint (created if missing).
+        progress: show a tqdm bar over epochs.
+        log: receives one line per epoch (default: this module's logger at INFO).
+        on_epoch_end: called with the epoch's history row after its checkpoint is written
+            (tests raise ``KeyboardInterrupt`` here to simulate an interrupted run).
+
+    Returns:
+        The run's ``TrainResult``.
+    """
+    log = log or logger.info
+    classes = _check_inputs(model, images, y, recipe, seed)
+    y = np.asarray(y, np.int64)
+    keras.utils.set_random_seed(seed)
+    tf.config.experimental.enable_op_determinism()
+    train_idx, val_idx = split_validation(y, recipe.validation_fraction, seed)
+    missing = sorted(set(range(classes)) - set(y[train_idx].tolist()))
+    if missing:
+        raise PipelineError(f"classes {missing} have no training image after the validation split; "
+                            "give every class more images.")
+
+    identity = fingerprint(model, images, y, recipe, seed, classes)  # before any change
+    policies = _set_precision(model, recipe.mixed_precision, log)
+    try:
+        optimizer = keras.optimizers.SGD(recipe.learning_rate, momentum=recipe.momentum,
+                                         nesterov=recipe.nesterov)
+        if policies:
+            optimizer = keras.optimizers.LossScaleOptimizer(optimizer)
+        optimizer.build(model.trainable_variables)
+        identity["precision"] = "mixed_float16" if policies else "float32"
+        identity = json.loads(json.dumps(identity))  # tuples -> lists, as stored
+        workdir = Path(workdir)
+        workdir.mkdir(parents=True, exist_ok=True)
+        state = load_checkpoint(workdir / CHECKPOINT, identity, model, optimizer)
+        if state["epoch"]:
+            log(f"resuming from {workdir / CHECKPOINT} after epoch {state['epoch']}")
+        _run_epochs(model, optimizer, images, y, train_idx, val_idx, classes, recipe, preprocess,
+                    seed, workdir, identity, state, progress, log, on_epoch_end)
+        if state["best"] is not None:
+            assign_all(model.weights, state["best"])
+    finally:
+        for layer, policy in policies:
+            layer.dtype_policy = policy
+    history = state["history"]
+    images_trained = state["epoch_size"] * len(history)
+    seconds = sum(row["train_seconds"] for row in history)
+    return TrainResult(history=history, best_epoch=state["best_epoch"],
+                       best_val_loss=state["best_val_loss"],
+                       images_per_second=images_trained / seconds if seconds > 0 else 0.0,
+                       resumed_from=state["resumed_from"])
+
+
+def _run_epochs(model, optimizer, images, y, train_idx, val_idx, classes, recipe, preprocess, seed,
+                workdir, identity, state, progress, log, on_epoch_end) -> None:
+    """Train from ``state['epoch'] + 1`` to ``recipe.epochs``, checkpointing after each epoch."""
+    kernels = [v for v in model.trainable_variables if v.name.endswith("kernel")]
+    random_states = [v for v in model.variables if "seed_generator_state" in v.path]
+    train_step, val_step = _steps(model, optimizer, kernels, recipe.l2)
+    val_data = epoch_dataset(images, y, plain_plan(val_idx), classes=classes,
+                             batch_size=recipe.batch_size, preprocess=preprocess)
+    state["epoch_size"] = epoch_length(y[train_idx], recipe)
+    bar = tqdm(total=recipe.epochs, initial=state["epoch"], unit="epoch", desc="train",
+               disable=not progress)
+    try:
+        for epoch in range(state["epoch"] + 1, recipe.epochs + 1):
+            started = time.perf_counter()
+            # Dropout's generators restart from (seed, epoch), so the epoch's masks do not depend on
+            # how the model was built or on earlier epochs, and a resumed run draws the same masks.
+            for number, variable in enumerate(random_states):
+                draw = np.random.default_rng([seed, epoch, number]).integers(2**31 - 1)
+                variable.assign(np.array([draw, 0], dtype=variable.dtype))
+            plan = epoch_plan(y, train_idx, recipe=recipe, seed=seed, epoch=epoch,
+                              image_size=images.shape[1:3])
+            data = epoch_dataset(images, y, plan, classes=classes, batch_size=recipe.batch_size,
+                                 preprocess=preprocess)
+            total = tf.constant(0.0)
+            for x, target in data:
+                total += train_step(x, target) * tf.cast(tf.shape(x)[0], tf.float32)
+            loss = float(total) / len(plan.index)
+            train_seconds = time.perf_counter() - started
+            val_loss, val_accuracy = _evaluate(val_step, val_data, len(val_idx))
+            if not (math.isfinite(loss) and math.isfinite(val_loss)):
+                raise PipelineError(f"training diverged in epoch {epoch} (loss {loss}, val_loss "
+                                    f"{val_loss}); lower the recipe's learning_rate.")
+            # state["best"] is None while the best weights are the model's current ones; they are
+            # copied (from the previous epoch's snapshot) only once a later epoch is worse.
+            if val_loss < state["best_val_loss"]:
+                state.update(best_epoch=epoch, best_val_loss=val_loss, best=None)
+            elif state["best"] is None:
+                state["best"] = state["previous"]
+            row = {"epoch": epoch, "loss": loss, "val_loss": val_loss, "val_accuracy": val_accuracy,
+                   "seconds": time.perf_counter() - started, "train_seconds": train_seconds}
+            state["history"].append(row)
+            state["epoch"] = epoch
+            current = [v.numpy() for v in model.weights]
+            state["previous"] = current
+            save_checkpoint(workdir / CHECKPOINT, identity, model, optimizer, state, current)
+            log(f"epoch {epoch}/{recipe.epochs}: loss {loss:.4f}, val_loss {val_loss:.4f}, "
+                f"val_accuracy {val_accuracy:.3f}, best epoch {state['best_epoch']}, "
+                f"{row['seconds']:.1f} s, {len(plan.index) / train_seconds:.1f} images/s")
+            bar.set_postfix(loss=f"{loss:.4f}", val_loss=f"{val_loss:.4f}",
+                            val_acc=f"{val_accuracy:.3f}", best=state["best_epoch"])
+            bar.update(1)
+            if on_epoch_end is not None:
+                on_epoch_end(dict(row))
+    finally:
+        bar.close()
+
+
+def _steps(model, optimizer, kernels, l2: float):
+    """The compiled training step (returns the batch's objective) and validation step."""
+    scaled = isinstance(optimizer, keras.optimizers.LossScaleOptimizer)
+
+    @tf.function(reduce_retracing=True)
+    def train_step(x, target):
+        with tf.GradientTape() as tape:
+            probabilities = tf.cast(model(x, training=True), tf.float32)
+            loss = tf.reduce_mean(keras.losses.categorical_crossentropy(target, probabilities))
+            if kernels and l2:
+                # Lasagne's regularize_network_params(net, l2) * 5e-3 is 5e-3 * sum(W**2) over the
+                # kernels (no 1/2), the same as keras.regularizers.L2(5e-3) on every kernel and as
+                # an SGD weight decay of 2 * l2 * learning_rate per step.
+                loss += l2 * tf.add_n([tf.reduce_sum(tf.square(tf.cast(w, tf.float32)))
+                                       for w in kernels])
+            objective = optimizer.scale_loss(loss) if scaled else loss
+        gradients = tape.gradient(objective, model.trainable_variables)
+        optimizer.apply(gradients, model.trainable_variables)
+        return loss
+
+    @tf.function(reduce_retracing=True)
+    def val_step(x, target):
+        probabilities = tf.cast(model(x, training=False), tf.float32)
+        losses = keras.losses.categorical_crossentropy(target, probabilities)
+        hits = tf.equal(tf.argmax(probabilities, -1), tf.argmax(target, -1))
+        return tf.reduce_sum(losses), tf.reduce_sum(tf.cast(hits, tf.float32))
+
+    return train_step, val_step
+
+
+def _evaluate(val_step, data, count: int) -> tuple[float, float]:
+    """Mean cross-entropy and accuracy over the validation set (no augmentation, no dropout)."""
+    loss, hits = tf.constant(0.0), tf.constant(0.0)
+    for x, target in data:
+        batch_loss, batch_hits = val_step(x, target)
+        loss, hits = loss + batch_loss, hits + batch_hits
+    return float(loss) / count, float(hits) / count
+
+
+def _check_images(images) -> None:
+    if not isinstance(images, np.ndarray) or images.dtype != np.uint8 or images.ndim != 4 \
+            or images.shape[-1] != 3:
+        raise PipelineError(
+            "images must be a uint8 array of shape (n_images, height, width, 3) (the image cache); "
+            f"got {type(images).__name__} of dtype {getattr(images, 'dtype', None)} and shape "
+            f"{getattr(images, 'shape', None)}. Build them with `python -m pipeline images`.")
+    if len(images) == 0:
+        raise PipelineError("images is empty; training needs at least two images per class.")
+
+
+def _check_inputs(model, images, y, recipe: TrainRecipe, seed) -> int:
+    """Validate the call; returns the number of classes k (the model's softmax width)."""
+    _check_images(images)
+    y = np.asarray(y)
+    if y.ndim != 1 or not np.issubdtype(y.dtype, np.integer):
+        raise PipelineError(f"y must be a 1-D int array of class indices; got dtype {y.dtype} and "
+                            f"shape {y.shape}.")
+    if len(y) != len(images):
+        raise PipelineError(f"images has {len(images)} rows but y has {len(y)} labels; they must "
+                            "describe the same images in the same order.")
+    if not isinstance(seed, (int, np.integer)) or isinstance(seed, bool) or not 0 <= seed < 2**32:
+        raise PipelineError(f"seed must be an int in [0, 2**32); got {seed!r}.")
+    if recipe.augment not in ("minority", "none"):
+        raise PipelineError(f"recipe.augment must be 'minority' or 'none'; got {recipe.augment!r}.")
+    if recipe.epochs < 1 or recipe.batch_size < 1 or not 0 < recipe.validation_fraction < 1:
+        raise PipelineError("recipe needs epochs >= 1, batch_size >= 1 and 0 < validation_fraction "
+                            f"< 1; got {recipe.epochs}, {recipe.batch_size}, "
+                            f"{recipe.validation_fraction}.")
+    last = model.layers[-1]
+    activation = getattr(last, "activation", None)
+    if not isinstance(last, keras.layers.Softmax) and activation is not keras.activations.softmax:
+        raise PipelineError(f"the model's last layer {last.name!r} must be a softmax (a Dense with "
+                            "activation='softmax'); replace the head with networks.replace_head.")
+    classes = int(model.outputs[0].shape[-1])
+    expected = tuple(model.inputs[0].shape[1:])
+    if any(e is not None and e != g for e, g in zip(expected, images.shape[1:])) \
+            or len(expected) != 3:
+        raise PipelineError(f"images have shape {images.shape[1:]} per image but the model expects "
+                            f"{expected}; build the image cache at the network's input size.")
+    if y.min() < 0 or y.max() >= classes:
+        raise PipelineError(f"y must hold class indices 0..{classes - 1} (the model's softmax has "
+                            f"{classes} outputs); got values {y.min()}..{y.max()}.")
+    counts = np.bincount(y, minlength=classes)
+    absent = np.flatnonzero(counts == 0).tolist()
+    if absent:
+        raise PipelineError(f"classes {absent} have no image in y, but the model's softmax has "
+                            f"{classes} outputs; give every class images or build the head with "
+                            "the number of classes present.")
+    short = {c: int(n) for c, n in enumerate(counts) if n < 2}
+    if short:
+        raise PipelineError("every class needs at least 2 images to stratify the validation "
+                            f"split; got class: count {short}. Add images or use a design without "
+                            "that class.")
+    return classes
+
+
+def _set_precision(model, wanted: bool, log) -> list:
+    """Switch every layer but the output to mixed_float16 when asked and a GPU is present.
+
+    Returns:
+        ``(layer, previous policy)`` pairs to restore; empty when nothing changed.
+    """
+    if not wanted:
+        return []
+    if not tf.config.list_physical_devices("GPU"):
+        log("recipe.mixed_precision is ignored: no GPU, training in float32 on the CPU")
+        return []
+    output = model.layers[-1]
+    changed = []
+    for layer in walk_layers(model):
+        if layer is output or isinstance(layer, keras.layers.InputLayer):
+            continue
+        changed.append((layer, layer.dtype_policy))
+        layer.dtype_policy = "mixed_float16"
+    log("mixed_float16 on the GPU; the output softmax stays float32")
+    return changed
+

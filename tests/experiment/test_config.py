@@ -1,0 +1,133 @@
+"""Tests for pipeline/config.py: validation errors, defaults, cells, recipes and stage stamps."""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+
+import pytest
+
+from pipeline.protocol import ALL_CELLS, TABLE1_CELLS, Cell
+from pipeline.experiment.config import load_config
+from pipeline.experiment.stamps import stage_settings, write_stamps
+from pipeline.errors import PipelineError
+
+MINIMAL = """
+[experiment]
+name = "t"
+
+[data]
+dataset = "derm7pt"
+root = "somewhere"
+
+[pretrain]
+retinopathy_root = "retina"
+"""
+
+
+def write(tmp_path: Path, text: str, name: str = "exp.toml") -> Path:
+    path = tmp_path / name
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+def test_defaults_are_the_papers_protocol(tmp_path):
+    config = load_config(write(tmp_path, MINIMAL))
+    recipe = config.recipe("finetune")
+    assert (recipe.epochs, recipe.learning_rate, recipe.momentum, recipe.l2) == (60, 1e-3, 0.1, 5e-3)
+    assert recipe.nesterov and recipe.augment == "minority" and recipe.validation_fraction == 0.1
+    assert tuple(c.name for c in config.cells) == TABLE1_CELLS
+    assert config["network"]["name"] == "vgg-m" and config["folds"]["repeats"] == 5
+    assert config["svm"]["selection"] == "paper" and config["svm"]["C_grid"][0] == 1e-3
+    assert config.output_dir == tmp_path / "exp"
+
+
+def test_cells_all_and_sources_in_order(tmp_path):
+    text = MINIMAL.replace('name = "t"', 'name = "t"\ncells = "all"')
+    config = load_config(write(tmp_path, text))
+    assert tuple(c.name for c in config.cells) == ALL_CELLS
+    assert config.sources == ("none", "retinopathy", "imagenet", "double")
+    assert Cell.parse("double+ft") == Cell("double", True)
+
+
+def test_stage_overrides_only_their_stage(tmp_path):
+    text = MINIMAL + "epochs = 3\n[train]\nepochs = 7\n"
+    config = load_config(write(tmp_path, text))
+    assert config.recipe("pretrain").epochs == 3
+    assert config.recipe("finetune").epochs == 7
+
+
+@pytest.mark.parametrize("snippet, words", [
+    ('[svm]\nC_grid = [-1.0]', ["`svm.C_grid`", "finite number > 0", "[-1.0]"]),
+    ('[svm]\nselection = "best"', ["`svm.selection`", "'paper'", "'best'"]),
+    ('[train]\nepochs = 0', ["`train.epochs`", "integer >= 1", "0"]),
+    ('[train]\nmomentum = "fast"', ["`train.momentum`", "number", "'fast'"]),
+    ('[folds]\ndesigns = ["melanoma_vs_all"]', ["`folds.designs`", "malignant_vs_benign"]),
+    ('[svm]\nCgrid = [1.0]', ["unknown key", "`svm.Cgrid`", "C_grid"]),
+    ('[svmm]\nC_grid = [1.0]', ["unknown section", "svmm"]),
+    ('[network]\nname = "alexnet"', ["`network.name`", "alexnet", "vgg-m", "vgg16"]),
+])
+def test_errors_name_key_file_allowed_and_received(tmp_path, snippet, words):
+    path = write(tmp_path, MINIMAL + "\n" + snippet + "\n")
+    with pytest.raises(PipelineError) as err:
+        load_config(path)
+    message = str(err.value)
+    for word in words + [str(path)]:
+        assert word in message, f"{word!r} not in {message!r}"
+
+
+def test_missing_required_key_and_file(tmp_path):
+    with pytest.raises(PipelineError, match=r"`data.root` in .* is required"):
+        load_config(write(tmp_path, MINIMAL.replace('root = "somewhere"', "")))
+    with pytest.raises(PipelineError, match="not found"):
+        load_config(tmp_path / "nope.toml")
+    with pytest.raises(PipelineError, match="not valid TOML"):
+        load_config(write(tmp_path, "[experiment\n"))
+
+
+def test_settings_that_would_do_nothing_are_refused(tmp_path):
+    text = MINIMAL.replace('cells', 'x') + '\n[folds]\nscheme = "official"\n'
+    with pytest.raises(PipelineError, match="official.*isic2016"):
+        load_config(write(tmp_path, text))
+    text = MINIMAL.replace('name = "t"', 'name = "t"\ncells = ["retinopathy+ft"]').replace(
+        'retinopathy_root = "retina"', '')
+    with pytest.raises(PipelineError, match="retinopathy_root"):
+        load_config(write(tmp_path, text))
+
+
+def test_environment_variables(tmp_path, monkeypatch):
+    text = MINIMAL.replace('"somewhere"', '"${ATLAS_TEST_ROOT}/derm7pt"')
+    monkeypatch.delenv("ATLAS_TEST_ROOT", raising=False)
+    with pytest.raises(PipelineError, match="ATLAS_TEST_ROOT.*not set"):
+        load_config(write(tmp_path, text))
+    monkeypatch.setenv("ATLAS_TEST_ROOT", "/data")
+    assert load_config(write(tmp_path, text))["data"]["root"] == "/data/derm7pt"
+
+
+def test_stamps_change_only_for_the_stages_whose_settings_changed(tmp_path):
+    path = write(tmp_path, MINIMAL)
+    stamps = tmp_path / "stamps"
+    assert set(write_stamps(load_config(path), stamps)) == {
+        "data", "folds", "pretrain", "finetune", "features", "svm", "report"}
+    before = {p.name: p.stat().st_mtime_ns for p in stamps.iterdir()}
+    assert write_stamps(load_config(path), stamps) == []
+    time.sleep(0.01)
+    write(tmp_path, MINIMAL + "\n[svm]\nC_grid = [0.1, 1.0]\n")
+    assert write_stamps(load_config(path), stamps) == ["svm"]
+    after = {p.name: p.stat().st_mtime_ns for p in stamps.iterdir()}
+    assert [n for n in before if before[n] != after[n]] == ["svm.json"]
+    assert stage_settings(load_config(path), "svm")["svm"]["C_grid"] == (0.1, 1.0)
+
+
+def test_shipped_experiments_validate(monkeypatch):
+    root = Path(__file__).resolve().parents[2]
+    for var in ("DERM7PT_ROOT", "RETINOPATHY_ROOT", "VGGM_WEIGHTS", "ISIC2016_ROOT"):
+        monkeypatch.setenv(var, "/data/x")
+    names = sorted(p.name for p in (root / "experiments").glob("*.toml"))
+    assert {"demo.toml", "menegola2017-atlas.toml", "menegola2017-isic2016.toml",
+            "architectures.toml"} <= set(names)
+    for name in names:
+        config = load_config(root / "experiments" / name)
+        assert config.name == Path(name).stem
+    assert os.environ["DERM7PT_ROOT"] == "/data/x"

@@ -1,0 +1,224 @@
+"""End-to-end tests of the stages on a tiny demo experiment (pipeline/prepare, pretrain, finetune,
+extract, classify, report), driven through the command line as `make` drives them.
+
+One module-scoped experiment (48 synthetic cases, VGG-M at 48 px and 1/16 width, one design, 2
+repeats) is built once; the tests then check the result files against independent computations,
+the no-TensorFlow svm stage, resumption, caching and the errors for missing inputs.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from sklearn.metrics import average_precision_score, roc_auc_score
+
+from pipeline.cli import main
+from pipeline.errors import PipelineError
+
+pytestmark = pytest.mark.slow
+
+CONFIG = """
+[experiment]
+name = "tiny"
+seed = 3
+cells = ["none", "none+ft", "retinopathy"]
+cache_dir = "{cache}"
+scaled_down = "test scale"
+
+[data]
+dataset = "derm7pt"
+root = "{root}/derm7pt"
+
+[folds]
+designs = ["melanoma_vs_benign"]
+repeats = 2
+
+[network]
+name = "vgg-m"
+input_size = 48
+width = 0.0625
+
+[train]
+epochs = 3
+batch_size = 16
+learning_rate = 0.01
+
+[pretrain]
+retinopathy_root = "{root}/retinopathy"
+
+[extract]
+batch_size = 8
+
+[report]
+difficulty_cell = "none+ft"
+"""
+STAGES = ["data", "folds", "pretrain", "finetune", "extract", "svm", "report"]
+
+
+def run_stage(stage: str, config: Path) -> None:
+    assert main([stage, "--config", str(config)]) == 0, f"stage {stage} failed"
+
+
+@pytest.fixture(scope="module")
+def experiment(tmp_path_factory):
+    from pipeline.demo.writer import write_demo_data
+
+    root = tmp_path_factory.mktemp("tiny")
+    write_demo_data(root / "data", seed=1, skin_cases=64, fundus_images=80)
+    config = root / "experiments" / "tiny.toml"
+    config.parent.mkdir()
+    config.write_text(CONFIG.format(root=root / "data", cache=root / "cache"), encoding="utf-8")
+    for stage in STAGES:
+        run_stage(stage, config)
+    return config
+
+
+def out(config: Path, name: str) -> Path:
+    return config.with_suffix("") / name
+
+
+def test_result_files_follow_the_contract(experiment):
+    metrics = pd.read_csv(out(experiment, "metrics.csv"))
+    predictions = pd.read_csv(out(experiment, "predictions.csv"))
+    assert list(metrics.columns) == ["source", "finetune", "design", "repeat", "test_half", "auc",
+                                     "auc_ovr", "ap", "accuracy", "sensitivity", "specificity",
+                                     "f1", "n_train", "n_test", "C"]
+    assert list(predictions.columns) == ["source", "finetune", "design", "repeat", "test_half",
+                                         "image", "y_true", "score"]
+    # 3 cells x 1 design x 2 repeats x 2 test halves
+    assert len(metrics) == 12
+    assert set(zip(metrics["source"], metrics["finetune"])) == {
+        ("none", False), ("none", True), ("retinopathy", False)}
+    assert (metrics["n_train"] + metrics["n_test"]).nunique() == 1
+
+
+def test_metrics_agree_with_an_independent_computation_from_predictions(experiment):
+    metrics = pd.read_csv(out(experiment, "metrics.csv"))
+    predictions = pd.read_csv(out(experiment, "predictions.csv"))
+    keys = ["source", "finetune", "design", "repeat", "test_half"]
+    for key, run in predictions.groupby(keys):
+        row = metrics.set_index(keys).loc[key]
+        positive = (run["y_true"] == "melanoma").to_numpy()
+        score = run["score"].to_numpy()
+        decided = score > 0
+        tp, tn = np.sum(decided & positive), np.sum(~decided & ~positive)
+        # AUC by counting concordant pairs, ties counted half.
+        diff = score[positive][:, None] - score[~positive][None, :]
+        auc = (np.sum(diff > 0) + 0.5 * np.sum(diff == 0)) / diff.size
+        expected = {"auc": auc, "ap": average_precision_score(positive, score),
+                    "accuracy": (tp + tn) / len(run), "sensitivity": tp / positive.sum(),
+                    "specificity": tn / (~positive).sum()}
+        for name, value in expected.items():
+            assert np.isclose(row[name], value, atol=1e-9), f"{name} of run {key}"
+        assert np.isclose(row["auc"], roc_auc_score(positive, score))
+        assert row["n_test"] == len(run)
+
+
+def test_report_has_tables_and_pictures(experiment):
+    text = out(experiment, "report.md").read_text(encoding="utf-8")
+    for needle in ("Table 1", "test scale", "auc.png", "roc.png", "Comparisons between cells",
+                   "Table 4"):
+        assert needle in text, needle
+    for picture in ("auc.png", "roc.png"):
+        assert out(experiment, picture).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_training_on_the_demo_data_lowers_the_validation_loss(experiment):
+    finetuned = pd.read_csv(out(experiment, "finetuned.csv"))
+    assert len(finetuned) == 4  # none+ft x 1 design x 2 repeats x 2 training halves
+    improved = []
+    for entry in finetuned["entry"]:
+        info = json.loads((Path(entry) / "manifest.json").read_text())
+        losses = [row["val_loss"] for row in info["history"]]
+        assert len(losses) == 3 and info["best_val_loss"] == min(losses)
+        assert info["best_epoch"] == 1 + int(np.argmin(losses))
+        improved.append(min(losses) < losses[0])
+    # Validation halves of ~3 images per class are noisy: most runs, not all, must improve.
+    assert sum(improved) >= len(improved) / 2, improved
+
+
+def test_svm_stage_runs_without_tensorflow(experiment, tmp_path):
+    code = ("import sys; from pipeline.cli import main; "
+            f"assert main(['svm', '--config', {str(experiment)!r}]) == 0; "
+            "bad = [m for m in ('tensorflow', 'keras') if m in sys.modules]; "
+            "assert not bad, bad")
+    before = out(experiment, "metrics.csv").read_bytes()
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                            cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert out(experiment, "metrics.csv").read_bytes() == before, "svm is not deterministic"
+
+
+def test_missing_features_name_the_cell_and_the_command(experiment, tmp_path):
+    copy = tmp_path / "copy.toml"
+    shutil.copy(experiment, copy)
+    shutil.copytree(experiment.with_suffix(""), copy.with_suffix(""))
+    index = pd.read_csv(out(copy, "features.csv"))
+    index = index[~((index["source"] == "none") & index["finetune"] & (index["repeat"] == 2))]
+    index.to_csv(out(copy, "features.csv"), index=False)
+    from pipeline.stages.svm import run
+
+    with pytest.raises(PipelineError, match=r"cell none\+ft.*repeat 2.*make features"):
+        run(type("Args", (), {"config": str(copy)})())
+    os.remove(out(copy, "features.csv"))
+    with pytest.raises(PipelineError, match=r"features.csv is missing.*make features"):
+        run(type("Args", (), {"config": str(copy)})())
+
+
+def test_second_run_of_the_network_stages_reuses_every_entry(experiment, capsys):
+    networks_before = out(experiment, "networks.json").read_text()
+    cache = Path(json.loads(networks_before)["none"]["entry"]).parents[1]
+    entries = {p: p.stat().st_mtime_ns for p in cache.glob("*/*/manifest.json")}
+    for stage in ("pretrain", "finetune", "extract"):
+        run_stage(stage, experiment)
+    assert "computed" in capsys.readouterr().err
+    assert out(experiment, "networks.json").read_text() == networks_before
+    assert {p: p.stat().st_mtime_ns for p in cache.glob("*/*/manifest.json")} == entries
+
+
+def test_interrupted_extraction_resumes_to_the_same_features(experiment, tmp_path, monkeypatch):
+    from pipeline.features import extraction as extract
+    from pipeline.training import netstore
+    from pipeline.data.image_cache import build_image_cache
+
+    networks = json.loads(out(experiment, "networks.json").read_text())
+    net = netstore.load(networks["none"]["entry"])
+    table = pd.read_csv(out(experiment, "manifest.csv"), dtype=str, keep_default_na=False)
+    from pipeline.data.manifest import read_manifest
+
+    table = read_manifest(out(experiment, "manifest.csv"))
+    images = build_image_cache(table, Path(networks["none"]["entry"]).parents[1] / "images",
+                               (48, 48), crop_black_frame=True, progress=False)
+    ids = table["image"].tolist()
+    monkeypatch.setattr(extract, "CHUNK_BATCHES", 1)
+    entry = tmp_path / "features"
+    with pytest.raises(KeyboardInterrupt):
+        extract.extract_features(net, images, ids, entry, batch_size=8, progress=False,
+                                 stop_after_chunks=2)
+    assert not (entry / "features.npy").exists() and not (entry / "manifest.json").exists()
+    assert json.loads((entry / "progress.json").read_text())["done"] == 16
+    extract.extract_features(net, images, ids, entry, batch_size=8, progress=False)
+    resumed, resumed_ids = extract.load_features(entry)
+    whole = tmp_path / "whole"
+    extract.extract_features(net, images, ids, whole, batch_size=8, progress=False)
+    fresh, _ = extract.load_features(whole)
+    assert resumed_ids == ids
+    np.testing.assert_allclose(resumed, fresh, rtol=1e-5, atol=1e-6,
+                               err_msg="resumed features differ from an uninterrupted run")
+
+
+def test_stage_without_its_input_names_the_make_target(tmp_path):
+    config = tmp_path / "empty.toml"
+    config.write_text(CONFIG.format(root=tmp_path, cache=tmp_path / "cache"), encoding="utf-8")
+    with pytest.raises(PipelineError, match=r"manifest.csv is missing.*make data"):
+        from pipeline.stages.svm import run
+
+        run(type("Args", (), {"config": str(config)})())
