@@ -40,9 +40,10 @@ demo_data/manifest.json: | $(INSTALLED)
 test: $(INSTALLED)
 	$(PY) -m pytest -q
 
-## bench: measure every stage, write BENCHMARKS.md
+## bench: measure every stage, write BENCHMARKS.md (BENCH=--quick: a one-minute smoke run into features_cache/)
+BENCH ?=
 bench: $(INSTALLED)
-	$(PY) benchmarks/run.py --out BENCHMARKS.md
+	$(PY) benchmarks/run.py --out $(if $(BENCH),features_cache/BENCHMARKS-quick.md,BENCHMARKS.md) $(BENCH)
 
 # The project's virtual environment, refreshed when the package's requirements change.
 $(INSTALLED): setup.cfg pyproject.toml

@@ -176,7 +176,7 @@ def stored_network(name: str, folder: Path, images, size: int = 224, width: floa
 @contextmanager
 def batch_clock():
     """Replace the extract stage's progress bar by one that records when each batch is done."""
-    import pipeline.stages.features
+    import pipeline.features.extraction
 
     marks: list[tuple[float, int]] = []
 
@@ -190,7 +190,7 @@ def batch_clock():
         def close(self) -> None:
             pass
 
-    with mock.patch.object(pipeline.stages.features, "tqdm", Clock):
+    with mock.patch.object(pipeline.features.extraction, "tqdm", Clock):
         yield marks
 
 

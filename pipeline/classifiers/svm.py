@@ -26,15 +26,19 @@ from __future__ import annotations
 
 import warnings
 from dataclasses import dataclass
+from numbers import Real
 from typing import Sequence
 
 import numpy as np
-from sklearn.base import BaseEstimator, ClassifierMixin
+from sklearn.base import BaseEstimator, ClassifierMixin, _fit_context
 from sklearn.model_selection import GridSearchCV, StratifiedShuffleSplit
 from sklearn.pipeline import Pipeline, make_pipeline
 from sklearn.preprocessing import Normalizer, normalize
 from sklearn.svm import SVC, LinearSVC
-from sklearn.utils.validation import check_is_fitted
+from sklearn.utils._param_validation import Interval, StrOptions
+from sklearn.utils.class_weight import compute_class_weight
+from sklearn.utils.multiclass import check_classification_targets
+from sklearn.utils.validation import check_is_fitted, validate_data
 
 from pipeline.errors import PipelineError
 from pipeline.evaluation.metrics import auc_ovo_mean, class_indices, fast_auc
@@ -55,37 +59,54 @@ class GramLinearSVC(ClassifierMixin, BaseEstimator):
 
     Args:
         C: regularisation parameter (> 0).
-        class_weight: ``None`` or ``"balanced"`` (within each binary problem) or a dict.
-        tol: libsvm's stopping tolerance (1e-3 is SVC's default).
+        class_weight: ``None``; ``"balanced"`` (within each binary problem: class k against the
+            rest); or a dict label -> weight (labels not in it weigh 1): every sample's C is
+            multiplied by its own class's weight, as in each of SVC's binary problems.
+        tol: libsvm's stopping tolerance (> 0; 1e-3 is SVC's default).
 
     Attributes:
         classes_: array of shape (n_classes,).
         coef_: array of shape (1, n_features) for two classes, (n_classes, n_features) otherwise.
         intercept_: array of shape (1,) or (n_classes,).
+        n_features_in_: number of features seen in ``fit``.
+        feature_names_in_: feature names seen in ``fit`` (only when ``X`` had string column names).
     """
+
+    _parameter_constraints: dict = {
+        "C": [Interval(Real, 0.0, None, closed="neither")],
+        "class_weight": [dict, StrOptions({"balanced"}), None],
+        "tol": [Interval(Real, 0.0, None, closed="neither")],
+    }
 
     def __init__(self, C: float = 1.0, class_weight=None, tol: float = 1e-3):
         self.C = C
         self.class_weight = class_weight
         self.tol = tol
 
-    def fit(self, X: np.ndarray, y: np.ndarray) -> "GramLinearSVC":
-        X = np.asarray(X, dtype=np.float64)
-        self.classes_, y_idx = np.unique(np.asarray(y), return_inverse=True)
-        machines = _fit_dual(X @ X.T, y_idx, len(self.classes_), self.C, self.class_weight,
-                             self.tol)
+    @_fit_context(prefer_skip_nested_validation=True)
+    def fit(self, X, y) -> "GramLinearSVC":
+        X, y = validate_data(self, X, y, dtype=np.float64)
+        check_classification_targets(y)
+        self.classes_, y_idx = np.unique(y, return_inverse=True)
+        if len(self.classes_) < 2:
+            raise ValueError(f"GramLinearSVC needs samples of at least 2 classes; got 1 class "
+                             f"({self.classes_[0]!r}).")
+        weight = self.class_weight
+        if isinstance(weight, dict):  # per class, in the order of classes_
+            weight = compute_class_weight(weight, classes=self.classes_, y=y)
+        machines = _fit_dual(X @ X.T, y_idx, len(self.classes_), self.C, weight, self.tol)
         self.coef_ = np.vstack([m.dual_coef_ @ X[m.support_] for m in machines])
         self.intercept_ = np.concatenate([m.intercept_ for m in machines])
-        self.n_features_in_ = X.shape[1]
         return self
 
-    def decision_function(self, X: np.ndarray) -> np.ndarray:
+    def decision_function(self, X) -> np.ndarray:
         """Array of shape (n,) (higher = ``classes_[1]``) or (n, n_classes)."""
-        check_is_fitted(self, "coef_")
-        scores = np.asarray(X, dtype=np.float64) @ self.coef_.T + self.intercept_
+        check_is_fitted(self)
+        X = validate_data(self, X, dtype=np.float64, reset=False)
+        scores = X @ self.coef_.T + self.intercept_
         return scores.ravel() if len(self.classes_) == 2 else scores
 
-    def predict(self, X: np.ndarray) -> np.ndarray:
+    def predict(self, X) -> np.ndarray:
         scores = self.decision_function(X)
         best = (scores > 0).astype(int) if scores.ndim == 1 else scores.argmax(axis=1)
         return self.classes_[best]
@@ -93,10 +114,16 @@ class GramLinearSVC(ClassifierMixin, BaseEstimator):
 
 def _fit_dual(K: np.ndarray, y_idx: np.ndarray, n_classes: int, C: float, class_weight,
               tol: float = 1e-3) -> list[SVC]:
-    """One precomputed-kernel SVC (two classes) or one per class against the rest."""
+    """One precomputed-kernel SVC (two classes) or one per class against the rest.
+
+    ``class_weight``: ``None``, ``"balanced"`` (SVC's, per binary problem) or an array of shape
+    (n_classes,), each sample's C multiplied by its class's weight (libsvm sample weights).
+    """
     targets = [y_idx == 1] if n_classes == 2 else [y_idx == k for k in range(n_classes)]
-    return [SVC(kernel="precomputed", C=C, class_weight=class_weight, tol=tol).fit(K, t)
-            for t in targets]
+    per_class = class_weight is not None and not isinstance(class_weight, str)
+    weights = np.asarray(class_weight, dtype=np.float64)[y_idx] if per_class else None
+    return [SVC(kernel="precomputed", C=C, class_weight=None if per_class else class_weight,
+                tol=tol).fit(K, t, sample_weight=weights) for t in targets]
 
 
 def _dual_decision(machines: list[SVC], K_cross: np.ndarray) -> np.ndarray:

@@ -110,6 +110,10 @@ def _decode(path: str | os.PathLike, draft: tuple[int, int] | None,
         raise BadImageError(path, "file not found") from None
     except (PermissionError, IsADirectoryError) as exc:
         raise BadImageError(path, f"cannot read the file ({exc.strerror})") from None
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+        # Only when Pillow's own global limit was set again elsewhere; ``max_pixels`` rules here.
+        raise BadImageError(path, f"refused as a possible decompression bomb: {exc}",
+                            fix="If the photo is genuine, raise the pixel limit") from None
     except UnidentifiedImageError:
         raise BadImageError(path, "not a readable image (corrupt, or not JPEG/PNG/TIFF)") from None
     except (OSError, SyntaxError, ValueError, EOFError) as exc:

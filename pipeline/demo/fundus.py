@@ -15,7 +15,7 @@ import math
 import numpy as np
 from PIL import Image, ImageDraw, ImageFilter
 
-from pipeline.demo.skin import _dot, _grid, _mix, _noise, _rgba
+from pipeline.demo.drawing import dot, grid, mix, noise, rgba
 from pipeline.errors import PipelineError
 
 FUNDUS_SIZE = 256
@@ -59,14 +59,14 @@ def draw_fundus(rng: np.random.Generator, grade: int, size: int = FUNDUS_SIZE, *
         raise PipelineError(f"draw_fundus: grade must be 0..4 and eye 'left' or 'right'; got "
                             f"grade={grade!r}, eye={eye!r}.")
     n, k = size, size / 256
-    yy, xx = _grid(n, n)
+    yy, xx = grid(n, n)
     cx, cy, rad = n / 2 + rng.normal(0, 1.5 * k), n / 2 + rng.normal(0, 1.5 * k), n * rng.uniform(
         0.45, 0.5)
     rho = np.hypot(xx - cx, yy - cy) / rad
     base = (np.array([204, 90, 40]) * rng.uniform(0.8, 1.08) + rng.normal(0, 6, 3)).astype(
         np.float32)
-    shade = (1 - 0.5 * np.clip(rho, 0, 1) ** 2.5) * (1 + 0.06 * _noise(rng, (n, n), int(24 * k))
-                                                     + 0.03 * _noise(rng, (n, n), int(5 * k)))
+    shade = (1 - 0.5 * np.clip(rho, 0, 1) ** 2.5) * (1 + 0.06 * noise(rng, (n, n), int(24 * k))
+                                                     + 0.03 * noise(rng, (n, n), int(5 * k)))
     img = base * shade[..., None]
     side = 1 if eye == "right" else -1
     disc = (cx + side * rad * rng.uniform(0.33, 0.4), cy + rng.normal(0, 0.04 * rad))
@@ -75,8 +75,8 @@ def draw_fundus(rng: np.random.Generator, grade: int, size: int = FUNDUS_SIZE, *
     md = np.hypot(xx - fovea[0], yy - fovea[1])
     img *= (1 - 0.35 * np.exp(-(md / (0.14 * rad)) ** 2))[..., None]
     dd = np.hypot(xx - disc[0], yy - disc[1])
-    _mix(img, np.array([244, 206, 140]), (rd - dd) / (1.5 * k) + 0.5)
-    _mix(img, np.array([252, 238, 196]), ((0.45 * rd - dd) / (2 * k) + 0.5) * 0.8)
+    mix(img, np.array([244, 206, 140]), (rd - dd) / (1.5 * k) + 0.5)
+    mix(img, np.array([252, 238, 196]), ((0.45 * rd - dd) / (2 * k) + 0.5) * 0.8)
     im = Image.fromarray(np.clip(img, 0, 255).astype(np.uint8))
     draw = ImageDraw.Draw(im, "RGBA")
     # Camera settings are drawn before the vessels and lesions, so that the same generator state
@@ -91,7 +91,7 @@ def draw_fundus(rng: np.random.Generator, grade: int, size: int = FUNDUS_SIZE, *
 
     temporal = math.atan2(fovea[1] - disc[1], fovea[0] - disc[0])
     for vein in (True, False):   # veins darker and wider than arteries
-        colour = _rgba((118, 24, 24) if vein else (168, 48, 32), 235)
+        colour = rgba((118, 24, 24) if vein else (168, 48, 32), 235)
         width, off = (4.2 if vein else 3.0) * k, 0.12 if vein else -0.12
         for start, turn in ((temporal + side * 1.0, -side * 0.022),
                             (temporal - side * 1.0, side * 0.022),
@@ -118,20 +118,20 @@ def draw_fundus(rng: np.random.Generator, grade: int, size: int = FUNDUS_SIZE, *
              for name, v in lam.items()}
     for px, py in spots(count["exudate"], fovea, 0.25 * rad):   # circinate clusters
         for qx, qy in spots(int(rng.integers(3, 9)), (px, py), 5 * k):
-            _dot(draw, qx, qy, rng.uniform(0.8, 2.2) * k, _rgba((236, 214, 96), 235))
+            dot(draw, qx, qy, rng.uniform(0.8, 2.2) * k, rgba((236, 214, 96), 235))
     for px, py in spots(count["cws"]):                            # fluffy white patches
         for _ in range(5):
-            _dot(draw, px + rng.normal(0, 2.5 * k), py + rng.normal(0, 2.5 * k),
-                 rng.uniform(3, 6.5) * k, _rgba((232, 220, 190), 70))
+            dot(draw, px + rng.normal(0, 2.5 * k), py + rng.normal(0, 2.5 * k),
+                 rng.uniform(3, 6.5) * k, rgba((232, 220, 190), 70))
     for px, py in spots(count["blot"]):
         rx, ry = rng.uniform(1.5, 4.5) * k, rng.uniform(1.5, 4.5) * k
-        draw.ellipse((px - rx, py - ry, px + rx, py + ry), fill=_rgba((138, 22, 18), 235))
+        draw.ellipse((px - rx, py - ry, px + rx, py + ry), fill=rgba((138, 22, 18), 235))
     for px, py in spots(count["flame"]):   # along the nerve fibres, i.e. radial from the disc
         a, ln = math.atan2(py - disc[1], px - disc[0]), rng.uniform(5, 10) * k
         draw.line([(px, py), (px + ln * math.cos(a), py + ln * math.sin(a))],
-                  fill=_rgba((150, 26, 20), 230), width=int(3 * k))
+                  fill=rgba((150, 26, 20), 230), width=int(3 * k))
     for px, py in spots(count["ma"]):
-        _dot(draw, px, py, rng.uniform(0.8, 1.5) * k, _rgba((120, 16, 16), 245))
+        dot(draw, px, py, rng.uniform(0.8, 1.5) * k, rgba((120, 16, 16), 245))
     if grade == 4:   # new vessels at the disc or along an arcade, sometimes a preretinal bleed
         for px, py in [disc] + spots(int(rng.integers(0, 3))):
             for _ in range(int(rng.integers(8, 16))):
@@ -140,10 +140,10 @@ def draw_fundus(rng: np.random.Generator, grade: int, size: int = FUNDUS_SIZE, *
                 for _ in range(6):
                     h += rng.normal(0, 0.9)
                     pts.append((pts[-1][0] + 3 * k * math.cos(h), pts[-1][1] + 3 * k * math.sin(h)))
-                draw.line(pts, fill=_rgba((176, 36, 36), 220), width=1)
+                draw.line(pts, fill=rgba((176, 36, 36), 220), width=1)
         if rng.random() < 0.5:
             (px, py), r = spots(1)[0], rng.uniform(8, 16) * k
-            draw.chord((px - r, py - r, px + r, py + r), 0, 180, fill=_rgba((110, 12, 10), 240))
+            draw.chord((px - r, py - r, px + r, py + r), 0, 180, fill=rgba((110, 12, 10), 240))
     out = np.asarray(im.filter(ImageFilter.BoxBlur(focus)), np.float32) * exposure * tint
     out *= ((rho <= 1) & (yy >= top) & (yy <= bottom))[..., None]
     return Image.fromarray(np.clip(out, 0, 255).astype(np.uint8))

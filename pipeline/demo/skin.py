@@ -2,192 +2,33 @@
 
 The Atlas images cannot be shipped, so ``pipeline.demo.writer`` writes look-alikes drawn here.
 ``lesion_plan`` samples a lesion's seven-point criteria and atypia, ``seven_point_score`` scores
-them, ``_patient`` samples the rest of its derm7pt meta row (elevation, location, sex, management);
+them, ``patient_row`` samples the rest of its derm7pt meta row (elevation, location, sex, management);
 ``draw_lesion`` / ``draw_lesion_views`` paint it (384x256 by default) and ``add_frame`` puts a
 picture inside a black frame, as some Atlas images are.
 
 Classes differ in what dermatologists look at (asymmetry, border, colours, network, dots, streaks,
 veil, vessels); the difficulty sets how far melanomas drift towards nevi (and nevi towards
 melanomas). Everything is drawn from the generator passed in, so a seed fixes every picture.
-The drawing primitives (``_noise``, ``_grid``, ``_mix``, ``_rgba``, ``_dot``) are shared with
-``pipeline.demo.fundus``.
+The drawing primitives (``noise``, ``grid``, ``mix``, ``rgba``, ``dot``) are in
+``pipeline.demo.drawing``, shared with ``pipeline.demo.fundus``.
 """
 
 from __future__ import annotations
 
-import functools
 import math
 
 import numpy as np
 from PIL import Image, ImageDraw, ImageEnhance, ImageFilter
 
-from pipeline.errors import PipelineError
+from pipeline.demo.drawing import C, dot, grid, mix, noise, rgba
+from pipeline.demo.lesions import lesion_plan
 
 SKIN_SIZE = (384, 256)   # (width, height): the Atlas's usual 768x512, halved for speed
 
-DERM7PT_COLUMNS = (
-    "case_num", "diagnosis", "seven_point_score", "pigment_network", "streaks", "pigmentation",
-    "regression_structures", "dots_and_globules", "blue_whitish_veil", "vascular_structures",
-    "level_of_diagnostic_difficulty", "elevation", "location", "sex", "management", "clinic",
-    "derm", "case_id", "notes")
-CRITERIA = DERM7PT_COLUMNS[3:10]
-# diagnosis -> (share of lesions in %, how it is drawn)
-DIAGNOSES = {
-    "melanoma (in situ)": (8, "melanocytic"), "melanoma (less than 0.76 mm)": (10, "melanocytic"),
-    "melanoma (0.76 to 1.5 mm)": (7, "melanocytic"), "basal cell carcinoma": (12, "bcc"),
-    "clark nevus": (25, "melanocytic"), "reed or spitz nevus": (8, "melanocytic"),
-    "dermal nevus": (5, "melanocytic"), "blue nevus": (4, "blue"),
-    "seborrheic keratosis": (6, "sk"), "vascular lesion": (4, "vascular"),
-    "lentigo": (4, "melanocytic"), "dermatofibroma": (4, "df"), "miscellaneous": (3, "misc")}
-DIFFICULTIES = {"low": 38.1, "medium": 36.3, "high": 25.6}   # share in %
-# How clearly a melanoma shows its malignant features at each difficulty (1 = textbook).
-STRENGTH = {"low": 1.0, "medium": 0.55, "high": 0.2}
-LOCATIONS = {"back": 30, "lower limbs": 20, "upper limbs": 11, "abdomen": 10, "chest": 10,
-             "head neck": 11, "buttocks": 5, "genital areas": 3}
 
-_RGB = {"tan": (200, 152, 114), "light_brown": (168, 110, 72), "brown": (124, 76, 50),
-        "dark_brown": (80, 48, 36), "black": (40, 32, 36), "blue_grey": (106, 116, 140),
-        "blue_white": (142, 152, 180), "white": (236, 226, 222), "red": (186, 92, 92),
-        "pink": (224, 150, 146), "steel_blue": (70, 92, 134), "vessel": (184, 36, 48)}
-C = {name: np.array(rgb, np.float32) for name, rgb in _RGB.items()}
-
-
-# ----------------------------------------------------------------------------- drawing primitives
-
-def _noise(rng: np.random.Generator, shape: tuple[int, int], cell: int) -> np.ndarray:
-    """Smooth random field of shape ``shape``, unit variance, with blobs about ``cell`` px wide."""
-    h, w = shape
-    small = rng.standard_normal((h // cell + 4, w // cell + 4)).astype(np.float32)
-    # Interpolate only the (h, w) window, one cell in from the edge (bicubic needs neighbours).
-    big = np.asarray(Image.fromarray(small).resize((w, h), Image.Resampling.BICUBIC,
-                                                   box=(1, 1, 1 + w / cell, 1 + h / cell)))
-    sample = big[::4, ::4]   # the statistics of a subsample are plenty and 16x cheaper
-    return (big - sample.mean()) * (1 / (sample.std() + 1e-6))
-
-
-@functools.lru_cache(maxsize=4)
-def _grid(h: int, w: int) -> tuple[np.ndarray, np.ndarray]:
-    """Read-only float32 row and column index grids of shape (h, w)."""
-    yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
-    yy.flags.writeable = xx.flags.writeable = False
-    return yy, xx
-
-
-def _mix(img: np.ndarray, colour, weight: np.ndarray) -> None:
-    """Blend ``colour`` (RGB vector or (h, w, 3) array) into ``img`` in place with ``weight``."""
-    img += (np.asarray(colour, np.float32) - img) * np.clip(weight, 0, 1)[..., None]
-
-
-def _rgba(colour, alpha: int = 235) -> tuple[int, int, int, int]:
-    return (*(int(v) for v in np.clip(colour, 0, 255)), alpha)
-
-
-def _dot(draw: ImageDraw.ImageDraw, x: float, y: float, r: float, fill) -> None:
-    draw.ellipse((x - r, y - r, x + r, y + r), fill=fill)
 
 
 # ----------------------------------------------------------------------------- derm7pt meta rows
-
-def lesion_plan(rng: np.random.Generator, diagnosis: str, difficulty: str) -> dict:
-    """Sample the seven-point criteria and atypia of one lesion.
-
-    Args:
-        rng: random generator.
-        diagnosis: a derm7pt diagnosis string (a key of ``DIAGNOSES``).
-        difficulty: ``low``, ``medium`` or ``high``.
-
-    Returns:
-        dict with ``diagnosis``, ``difficulty``, ``kind`` (how it is drawn), ``x`` (atypia in
-        0..1: melanomas lose it as difficulty rises, benign lesions gain some) and ``criteria``
-        (the seven derm7pt criteria columns -> value).
-    """
-    if diagnosis not in DIAGNOSES or difficulty not in DIFFICULTIES:
-        raise PipelineError(f"lesion: diagnosis must be one of {sorted(DIAGNOSES)} and "
-                            f"difficulty one of {list(DIFFICULTIES)}; got {diagnosis!r}, "
-                            f"{difficulty!r}. Use the derm7pt strings.")
-    kind, s = DIAGNOSES[diagnosis][1], STRENGTH[difficulty]
-    if kind == "misc" and rng.random() < 0.5:
-        kind = "melanocytic"   # half of the miscellanea are pigmented (melanosis, combined...)
-    depth = {"melanoma (in situ)": 0.8, "melanoma (0.76 to 1.5 mm)": 1.15}.get(diagnosis, 1.0)
-    if diagnosis.startswith("melanoma"):
-        x = float(np.clip(s * depth * rng.uniform(0.8, 1.15), 0.05, 1.0))
-    else:
-        x = float((1 - s) * rng.uniform(0.2, 0.7))
-    c = dict.fromkeys(CRITERIA, "absent")
-
-    def yes(p):
-        return rng.random() < p
-
-    def pick(*values):
-        return str(rng.choice(values))
-
-    if kind == "melanocytic":
-        spitz, dermal = diagnosis == "reed or spitz nevus", diagnosis == "dermal nevus"
-        c["pigment_network"] = ("atypical" if yes(0.1 + 0.7 * x) else
-                                "typical" if yes(0.15 if spitz or dermal else 0.8) else "absent")
-        c["streaks"] = "irregular" if yes(0.55 * x) else "regular" if spitz else "absent"
-        c["pigmentation"] = (pick("diffuse irregular", "localized irregular") if yes(0.1 + 0.7 * x)
-                             else pick("diffuse regular", "localized regular") if yes(0.6)
-                             else "absent")
-        c["dots_and_globules"] = ("irregular" if yes(0.1 + 0.6 * x) else
-                                  "regular" if yes(0.9 if dermal else 0.4) else "absent")
-        c["regression_structures"] = (pick("blue areas", "white areas", "combinations")
-                                      if yes(0.65 * x) else "absent")
-        c["blue_whitish_veil"] = "present" if yes(0.6 * x * depth) else "absent"
-        c["vascular_structures"] = (pick("dotted", "linear irregular") if yes(0.35 * x)
-                                    else "comma" if dermal and yes(0.6) else "absent")
-    elif kind == "bcc":
-        c["vascular_structures"] = "arborizing" if yes(0.85) else "absent"
-        # blue-grey ovoid nests (drawn with the pigmentation); every BCC shows vessels or nests
-        c["pigmentation"] = ("localized irregular" if yes(0.45) or c["vascular_structures"] ==
-                             "absent" else "absent")
-        c["dots_and_globules"] = "irregular" if yes(0.3) else "absent"
-        c["regression_structures"] = "blue areas" if yes(0.2) else "absent"
-    elif kind == "sk":
-        c["pigmentation"] = pick("diffuse regular", "diffuse irregular")
-        c["dots_and_globules"] = "irregular" if yes(0.3) else "absent"
-        c["vascular_structures"] = "hairpin" if yes(0.3) else "absent"
-    elif kind == "blue":
-        c["pigmentation"] = "diffuse regular"
-        c["blue_whitish_veil"] = "present" if yes(0.5) else "absent"
-        c["regression_structures"] = "blue areas" if yes(0.2) else "absent"
-    elif kind == "df":
-        c["pigment_network"] = "typical" if yes(0.8) else "absent"
-        c["regression_structures"] = "white areas" if yes(0.4) else "absent"
-    elif kind == "vascular":
-        c["vascular_structures"] = "dotted" if yes(0.1) else "absent"
-    else:   # miscellaneous: a pinkish inflammatory macule
-        c["vascular_structures"] = "dotted"
-    return {"diagnosis": diagnosis, "difficulty": difficulty, "kind": kind, "x": x, "criteria": c}
-
-
-def seven_point_score(criteria: dict) -> int:
-    """The seven-point checklist score: 2 per major criterion, 1 per minor one."""
-    major = (criteria["pigment_network"] == "atypical") + (
-        criteria["blue_whitish_veil"] == "present") + (
-        criteria["vascular_structures"] in ("dotted", "linear irregular"))
-    minor = (criteria["streaks"] == "irregular") + ("irregular" in criteria["pigmentation"]) + (
-        criteria["dots_and_globules"] == "irregular") + (
-        criteria["regression_structures"] != "absent")
-    return int(2 * major + minor)
-
-
-def _patient(rng, diagnosis, difficulty, acral) -> dict:
-    """Elevation, location, sex and management of one lesion, in derm7pt's vocabulary."""
-    malignant = diagnosis.startswith("melanoma") or diagnosis == "basal cell carcinoma"
-    raised = {"dermal nevus": 0.9, "basal cell carcinoma": 0.7, "seborrheic keratosis": 0.6,
-              "dermatofibroma": 0.8, "vascular lesion": 0.6,
-              "melanoma (0.76 to 1.5 mm)": 0.6}.get(diagnosis, 0.15)
-    elevation = ("flat" if rng.random() >= raised else
-                 "nodular" if rng.random() < 0.3 else "palpable")
-    # Atlas cases are teaching cases: most benign ones were excised too, more so when hard.
-    p_excise = {"low": 0.4, "medium": 0.55, "high": 0.7}[difficulty]
-    management = "excision" if malignant or rng.random() < p_excise else str(
-        rng.choice(["clinical follow up", "no further examination"]))
-    location = "acral" if acral else str(rng.choice(list(LOCATIONS), p=np.array(
-        list(LOCATIONS.values())) / sum(LOCATIONS.values())))
-    sex = str(rng.choice(["female", "male"]))
-    return {"elevation": elevation, "location": location, "sex": sex, "management": management}
 
 
 # ----------------------------------------------------------------------------- dermoscopy
@@ -203,7 +44,7 @@ class _Lesion:
         h, w = shape
         self.shape, self.radius = shape, radius
         self.cx, self.cy = w / 2 + rng.normal(0, 0.03 * w), h / 2 + rng.normal(0, 0.03 * h)
-        yy, xx = _grid(h, w)
+        yy, xx = grid(h, w)
         self.dx, self.dy = xx - self.cx, yy - self.cy
         k = np.arange(1, 25)
         amp = rng.standard_normal(24) * np.where(k <= 3, asym * 0.16 / k, rough * 0.07 / k ** 0.5)
@@ -225,7 +66,7 @@ class _Lesion:
         a = rng.uniform(0, 2 * np.pi)
         side = (self.dx * math.cos(a) + self.dy * math.sin(a)) / self.radius
         inside = np.clip((0.95 - self.rho) / 0.15, 0, 1)
-        return np.clip((_noise(rng, self.shape, cell) + bias * side - thr) / 0.8, 0, 1) * inside
+        return np.clip((noise(rng, self.shape, cell) + bias * side - thr) / 0.8, 0, 1) * inside
 
     def edge(self, rng, sharpness_spread):
         """Alpha of the lesion body: 1 inside, 0 outside, a border whose width varies with angle."""
@@ -236,8 +77,8 @@ class _Lesion:
 
     def mesh(self, rng, period, warp, width):
         """Pigment network: a warped grid of dark lines (0..1), holes between them."""
-        u = self.dx + warp * _noise(rng, self.shape, 12)
-        v = self.dy + warp * _noise(rng, self.shape, 12)
+        u = self.dx + warp * noise(rng, self.shape, 12)
+        v = self.dy + warp * noise(rng, self.shape, 12)
         a = rng.uniform(0, np.pi)
         co, si = math.cos(a), math.sin(a)
         m = np.minimum(np.abs(np.sin(np.pi * (u * co + v * si) / period)),
@@ -250,19 +91,19 @@ def _skin(rng, shape, acral):
     h, w = shape
     base = (np.array([226, 172, 150]) * rng.uniform(0.86, 1.04) + rng.normal(0, 5, 3)).astype(
         np.float32)
-    shade = 1 + 0.05 * _noise(rng, shape, 64) + 0.02 * _noise(rng, shape, 10)
+    shade = 1 + 0.05 * noise(rng, shape, 64) + 0.02 * noise(rng, shape, 10)
     shade += rng.standard_normal(shape, dtype=np.float32) * 0.012   # sensor grain
-    red = 1 - np.clip(_noise(rng, shape, 40), 0, None) * 0.035
-    yy, xx = _grid(h, w)
+    red = 1 - np.clip(noise(rng, shape, 40), 0, None) * 0.035
+    yy, xx = grid(h, w)
     a = rng.uniform(0, np.pi)
     co, si = math.cos(a), math.sin(a)
-    v = xx * co + yy * si + 8 * _noise(rng, shape, 40)
+    v = xx * co + yy * si + 8 * noise(rng, shape, 40)
     if acral:   # dermatoglyphics: parallel ridges and furrows
         stripes = 0.5 + 0.5 * np.sin(2 * np.pi * v / rng.uniform(8, 10))
         shade *= 1 - 0.08 * stripes
     else:       # criss-cross skin lines
         stripes = None
-        u = yy * co - xx * si + 8 * _noise(rng, shape, 40)
+        u = yy * co - xx * si + 8 * noise(rng, shape, 40)
         lines = np.maximum(np.abs(np.sin(np.pi * v / rng.uniform(18, 30))),
                            np.abs(np.sin(np.pi * u / rng.uniform(25, 40)))) > 0.99
         shade *= 1 - 0.03 * lines
@@ -287,7 +128,7 @@ def _vessel_tree(draw, rng, x, y, heading, length, width, depth, colour):
 
 def _vessels(draw, rng, les, kind, x):
     """Vascular structures of the derm7pt vocabulary, drawn over the lesion."""
-    r, red = les.radius, _rgba(C["vessel"] * rng.uniform(0.85, 1.05), 225)
+    r, red = les.radius, rgba(C["vessel"] * rng.uniform(0.85, 1.05), 225)
     if kind == "arborizing":
         for _ in range(rng.integers(2, 5)):
             a = rng.uniform(0, 2 * np.pi)
@@ -301,7 +142,7 @@ def _vessels(draw, rng, les, kind, x):
         a, rho = rng.uniform(0, 2 * np.pi), math.sqrt(rng.uniform(0.01, 0.7))
         px, py = les.xy(a, rho)
         if kind in ("dotted", "within regression"):
-            _dot(draw, px, py, rng.uniform(0.8, 1.4), red)
+            dot(draw, px, py, rng.uniform(0.8, 1.4), red)
         else:
             steps, length = {"linear irregular": (8, 5), "comma": (3, 3), "hairpin": (4, 2.5)}[kind]
             h, pts = rng.uniform(0, 2 * np.pi), [(px, py)]
@@ -309,7 +150,7 @@ def _vessels(draw, rng, les, kind, x):
                 h += rng.normal(0, 0.7 if kind == "linear irregular" else 0.35)
                 pts.append((pts[-1][0] + length * math.cos(h), pts[-1][1] + length * math.sin(h)))
             if kind == "hairpin":   # a loop with a whitish halo (keratinising lesions)
-                _dot(draw, px, py, 5, _rgba(C["white"], 120))
+                dot(draw, px, py, 5, rgba(C["white"], 120))
                 pts += [(p[0] + 2.5 * math.cos(h + 1.6), p[1] + 2.5 * math.sin(h + 1.6))
                         for p in reversed(pts)]
             draw.line(pts, fill=red, width=1 if kind != "linear irregular" else 2)
@@ -327,38 +168,38 @@ def _paint_melanocytic(rng, img, les, plan, stripes):
         dark = dark * 0.75   # two browns, darker centre, symmetric
     profile = np.clip((1.0 - les.rho) / 0.85, 0, 1) ** rng.uniform(0.6, 1.6)
     col = light + (dark - light) * profile[..., None] * (0.3 if lentigo else 0.85)
-    col *= (1 + 0.04 * _noise(rng, les.shape, 6))[..., None]
+    col *= (1 + 0.04 * noise(rng, les.shape, 6))[..., None]
     if "irregular" in c["pigmentation"]:
         for _ in range(1 if c["pigmentation"].startswith("localized") else 3):
-            _mix(col, C[rng.choice(["dark_brown", "black"])], 0.75 * les.blob(rng, 24))
+            mix(col, C[rng.choice(["dark_brown", "black"])], 0.75 * les.blob(rng, 24))
     for name in rng.choice(["black", "blue_grey", "red", "light_brown", "dark_brown"],
                            size=rng.binomial(3, x), replace=False):
-        _mix(col, C[name], (0.35 + 0.4 * x) * les.blob(rng, 28, thr=1.0))
+        mix(col, C[name], (0.35 + 0.4 * x) * les.blob(rng, 28, thr=1.0))
     if c["pigment_network"] == "typical":
         lines = les.mesh(rng, rng.uniform(7, 10), 2.0, 0.3)
         col *= (1 - rng.uniform(0.3, 0.45) * lines * np.clip((1 - les.rho) / 0.45, 0, 1))[
             ..., None]
     elif c["pigment_network"] == "atypical":
-        lines = les.mesh(rng, rng.uniform(9, 13), 6.0, 0.3 + 0.2 * (_noise(rng, les.shape, 20)
+        lines = les.mesh(rng, rng.uniform(9, 13), 6.0, 0.3 + 0.2 * (noise(rng, les.shape, 20)
                                                                    > 0))
-        broken = np.clip(_noise(rng, les.shape, 16) + 0.6, 0, 1) * (les.rho < 0.98)
+        broken = np.clip(noise(rng, les.shape, 16) + 0.6, 0, 1) * (les.rho < 0.98)
         col *= (1 - (0.35 + 0.25 * x) * lines * broken)[..., None]
     if c["blue_whitish_veil"] == "present":
-        veil = C["blue_white"] * (1 + 0.04 * _noise(rng, les.shape, 5))[..., None]
-        _mix(col, veil, (0.45 + 0.3 * x) * les.blob(rng, 40, bias=1.5, thr=0.4))
+        veil = C["blue_white"] * (1 + 0.04 * noise(rng, les.shape, 5))[..., None]
+        mix(col, veil, (0.45 + 0.3 * x) * les.blob(rng, 40, bias=1.5, thr=0.4))
     regression = np.zeros(les.shape, np.float32)
     if c["regression_structures"] != "absent":
         regression = les.blob(rng, 20, thr=0.6)
         if c["regression_structures"] != "blue areas":
-            _mix(col, C["white"], 0.85 * regression)
+            mix(col, C["white"], 0.85 * regression)
         if c["regression_structures"] != "white areas":
-            _mix(col, C["blue_grey"], 0.45 * regression)
+            mix(col, C["blue_grey"], 0.45 * regression)
     asym_edge = x if d.startswith("melanoma") or x > 0.2 else 0.0
     alpha = les.edge(rng, asym_edge) * (0.6 if lentigo else rng.uniform(0.85, 0.97))
     if stripes is not None:   # acral: pigment in the furrows (nevi) or on the ridges (melanoma)
         ridge = x > 0.5
         alpha *= 0.35 + 0.65 * np.clip(((stripes if ridge else 1 - stripes) - 0.4) * 4, 0, 1)
-    _mix(img, col, alpha)
+    mix(img, col, alpha)
     im = Image.fromarray(np.clip(img, 0, 255).astype(np.uint8))
     draw = ImageDraw.Draw(im, "RGBA")
     r = les.radius
@@ -368,12 +209,12 @@ def _paint_melanocytic(rng, img, les, plan, stripes):
         rho = rng.uniform(0.1, 0.8, n) if dermal else np.full(n, rng.uniform(0.55, 0.8))
         size = rng.uniform(0.04, 0.06) * r if dermal else rng.uniform(0.025, 0.035) * r
         for px, py in zip(*les.xy(a0 + rng.normal(0, 0.05, n), rho)):
-            _dot(draw, px, py, size, _rgba(dark * (1.1 if dermal else 0.8), 200))
+            dot(draw, px, py, size, rgba(dark * (1.1 if dermal else 0.8), 200))
     if c["dots_and_globules"] == "irregular":
         n, a0 = 8 + int(30 * x), rng.uniform(0, 2 * np.pi)
         for px, py in zip(*les.xy(a0 + rng.normal(0, 0.9, n), rng.uniform(0.3, 1.05, n))):
-            _dot(draw, px, py, rng.uniform(0.8, 4.0),
-                 _rgba(C[rng.choice(["black", "dark_brown", "blue_grey"])], 235))
+            dot(draw, px, py, rng.uniform(0.8, 4.0),
+                 rgba(C[rng.choice(["black", "dark_brown", "blue_grey"])], 235))
     if c["streaks"] != "absent":
         regular = c["streaks"] == "regular"
         n = int(rng.integers(28, 44)) if regular else int(rng.integers(6, 16))
@@ -383,15 +224,15 @@ def _paint_melanocytic(rng, img, les, plan, stripes):
         for a in angles:
             end = 1.12 if regular else 1.0 + rng.uniform(0.08, 0.35)
             (x0, x1), (y0, y1) = les.xy([a, a], np.array([0.85, end]))
-            colour = _rgba(C["dark_brown"] * 0.8, 230)
+            colour = rgba(C["dark_brown"] * 0.8, 230)
             draw.line([(x0, y0), (x1, y1)], fill=colour, width=2 if regular else
                       int(rng.integers(1, 4)))
             if regular or rng.random() < 0.5:   # globular (spitz) or bulbous (pseudopod) tips
-                _dot(draw, x1, y1, 1.5 if regular else 2.2, colour)
+                dot(draw, x1, y1, 1.5 if regular else 2.2, colour)
     if c["regression_structures"] != "absent":   # peppering: fine blue-grey granules
         ys, xs = np.nonzero(regression > 0.5)
         for i in rng.choice(len(ys), min(len(ys), 80), replace=False) if len(ys) else []:
-            _dot(draw, xs[i], ys[i], 0.9, _rgba(C["blue_grey"] * 0.7, 220))
+            dot(draw, xs[i], ys[i], 0.9, rgba(C["blue_grey"] * 0.7, 220))
     if c["vascular_structures"] != "absent":
         _vessels(draw, rng, les, c["vascular_structures"], x)
     return im
@@ -404,19 +245,19 @@ def _paint_other(rng, img, les, plan):
     if kind == "bcc":   # pinkish translucent, shiny white, blue-grey nests, ulceration, vessels
         col = np.broadcast_to(np.array([234, 188, 184], np.float32) * rng.uniform(0.95, 1.03),
                               img.shape).copy()
-        _mix(col, C["white"], 0.7 * les.blob(rng, 20, bias=0, thr=0.5))
+        mix(col, C["white"], 0.7 * les.blob(rng, 20, bias=0, thr=0.5))
         if rng.random() < 0.35:
-            _mix(col, np.array([112, 36, 30]), 0.9 * les.blob(rng, 14, bias=0, thr=1.2))
+            mix(col, np.array([112, 36, 30]), 0.9 * les.blob(rng, 14, bias=0, thr=1.2))
         if "irregular" in c["pigmentation"]:
-            _mix(col, C["brown"], 0.5 * les.blob(rng, 18))
+            mix(col, C["brown"], 0.5 * les.blob(rng, 18))
             decor.append("nests")
         if c["dots_and_globules"] == "irregular":
             decor.append("globules")
         alpha = np.clip((1 - rho) / 0.3 + 0.5, 0, 1) * rng.uniform(0.6, 0.8)
     elif kind == "sk":  # sharp border, cerebriform furrows, milia-like cysts, comedo openings
         col = (C["light_brown"] + (C["brown"] - C["light_brown"]) * rng.uniform(0, 1)) * (
-            1 + 0.12 * _noise(rng, les.shape, 8))[..., None]
-        col *= (1 - 0.3 * np.clip(1 - np.abs(_noise(rng, les.shape, 9)) / 0.2, 0, 1))[..., None]
+            1 + 0.12 * noise(rng, les.shape, 8))[..., None]
+        col *= (1 - 0.3 * np.clip(1 - np.abs(noise(rng, les.shape, 9)) / 0.2, 0, 1))[..., None]
         alpha = np.clip((1 - rho) / 0.03 + 0.5, 0, 1) * rng.uniform(0.85, 0.97)
         decor += ["milia", "comedo"]
     elif kind == "vascular":   # red-purple lacunae divided by whitish septa
@@ -425,18 +266,18 @@ def _paint_other(rng, img, les, plan):
         decor.append("lacunae")
     elif kind == "blue":       # homogeneous steel blue, structureless
         col = C["blue_grey"] + (C["steel_blue"] * 0.8 - C["blue_grey"]) * np.clip(
-            1.2 - rho, 0, 1)[..., None] * (1 + 0.05 * _noise(rng, les.shape, 10))[..., None]
+            1.2 - rho, 0, 1)[..., None] * (1 + 0.05 * noise(rng, les.shape, 10))[..., None]
         alpha = np.clip((1 - rho) / 0.25 + 0.5, 0, 1) * 0.95
     elif kind == "df":         # central white scar-like patch, delicate peripheral network
         col = np.broadcast_to(C["light_brown"] * 0.6 + C["pink"] * 0.4, img.shape).copy()
         col *= (1 - 0.3 * les.mesh(rng, 8, 2, 0.3) * ((rho > 0.45) & (rho < 1)))[..., None]
-        _mix(col, C["white"], np.clip((0.45 - rho + 0.12 * _noise(rng, les.shape, 12)) / 0.1,
+        mix(col, C["white"], np.clip((0.45 - rho + 0.12 * noise(rng, les.shape, 12)) / 0.1,
                                       0, 0.85))
         alpha = np.clip((1 - rho) / 0.2 + 0.5, 0, 1) * 0.75
     else:                      # miscellaneous: pinkish inflammatory macule with dotted vessels
         col = np.broadcast_to(C["pink"] * 0.9 + C["red"] * 0.1, img.shape).copy()
         alpha = np.clip((1 - rho) / 0.3 + 0.5, 0, 1) * 0.6
-    _mix(img, col, alpha)
+    mix(img, col, alpha)
     im = Image.fromarray(np.clip(img, 0, 255).astype(np.uint8))
     draw, r = ImageDraw.Draw(im, "RGBA"), les.radius
     for what in decor:
@@ -447,18 +288,18 @@ def _paint_other(rng, img, les, plan):
             if what == "nests":
                 rx, ry = rng.uniform(4, 11), rng.uniform(3, 7)
                 draw.ellipse((px - rx, py - ry, px + rx, py + ry),
-                             fill=_rgba(C["blue_grey"] * rng.uniform(0.6, 0.85), 215))
+                             fill=rgba(C["blue_grey"] * rng.uniform(0.6, 0.85), 215))
             elif what == "globules":
-                _dot(draw, px, py, rng.uniform(1.2, 2.8), _rgba(C["blue_grey"] * 0.7, 225))
+                dot(draw, px, py, rng.uniform(1.2, 2.8), rgba(C["blue_grey"] * 0.7, 225))
             elif what == "milia":
-                _dot(draw, px, py, rng.uniform(1.5, 3.2), _rgba((238, 232, 200), 230))
+                dot(draw, px, py, rng.uniform(1.5, 3.2), rgba((238, 232, 200), 230))
             elif what == "comedo":
-                _dot(draw, px, py, rng.uniform(2.0, 3.6), _rgba((150, 110, 80), 230))
-                _dot(draw, px, py, rng.uniform(1.0, 1.8), _rgba((60, 40, 32), 240))
+                dot(draw, px, py, rng.uniform(2.0, 3.6), rgba((150, 110, 80), 230))
+                dot(draw, px, py, rng.uniform(1.0, 1.8), rgba((60, 40, 32), 240))
             else:
                 colour = [(186, 40, 56), (126, 26, 46), (112, 46, 96), (72, 26, 46)][
                     rng.integers(4)]
-                _dot(draw, px, py, rng.uniform(0.06, 0.14) * r, _rgba(colour, 235))
+                dot(draw, px, py, rng.uniform(0.06, 0.14) * r, rgba(colour, 235))
     if c["vascular_structures"] != "absent":
         _vessels(draw, rng, les, c["vascular_structures"], plan["x"])
     return im
@@ -474,7 +315,7 @@ def _hairs_and_bubbles(rng, im):
         for _ in range(12):
             a += bend
             pts.append((pts[-1][0] + step * math.cos(a), pts[-1][1] + step * math.sin(a)))
-        draw.line(pts, fill=_rgba(rng.uniform(20, 60, 3), 230), width=int(rng.choice([1, 1, 2])),
+        draw.line(pts, fill=rgba(rng.uniform(20, 60, 3), 230), width=int(rng.choice([1, 1, 2])),
                   joint="curve")
     if rng.random() < 0.15:   # an air bubble in the immersion fluid
         x, y, r = rng.uniform(0, w), rng.uniform(0, h), rng.uniform(5, 16)
@@ -499,7 +340,7 @@ def _view(im, size, view):
         im = im.crop(((cw - w) // 2, (ch - h) // 2, (cw - w) // 2 + w, (ch - h) // 2 + h))
     # The blur turns ImageDraw's hard pixels into optics; vignetting as in a dermatoscope's field.
     out = np.asarray(im.filter(_SOFTEN), np.float32)
-    yy, xx = _grid(h, w)
+    yy, xx = grid(h, w)
     vignette = 1 - view.get("vignette", 0.0) * (((xx / w - 0.5) * 2) ** 2 + ((yy / h - 0.5) * 2)
                                                  ** 2) / 2
     out = out * vignette[..., None] * np.asarray(view.get("gain", (1.0, 1.0, 1.0)), np.float32)
@@ -571,7 +412,7 @@ def add_frame(rng: np.random.Generator, image: Image.Image) -> Image.Image:
     return Image.fromarray(arr)
 
 
-def _clinical(derm: Image.Image) -> Image.Image:
+def clinical_view(derm: Image.Image) -> Image.Image:
     """The close-up clinical picture: no magnifier or immersion, so blurrier and flatter."""
     image = ImageEnhance.Contrast(derm.filter(ImageFilter.BoxBlur(2.5))).enhance(0.6)
     return ImageEnhance.Color(image).enhance(0.8)

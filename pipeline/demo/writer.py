@@ -37,17 +37,8 @@ from PIL import Image
 from pipeline.cache.entries import MANIFEST
 from pipeline.cache.files import read_json, write_csv, write_json
 from pipeline.demo.fundus import GRADES, draw_fundus
-from pipeline.demo.skin import (
-    DERM7PT_COLUMNS,
-    DIAGNOSES,
-    DIFFICULTIES,
-    _clinical,
-    _patient,
-    add_frame,
-    draw_lesion_views,
-    lesion_plan,
-    seven_point_score,
-)
+from pipeline.demo.lesions import DERM7PT_COLUMNS, DIAGNOSES, DIFFICULTY_SHARES, patient_row, lesion_plan, seven_point_score
+from pipeline.demo.skin import clinical_view, add_frame, draw_lesion_views
 from pipeline.errors import PipelineError
 
 log = logging.getLogger(__name__)
@@ -87,7 +78,7 @@ def _write_derm7pt(root: Path, seed: np.random.SeedSequence, n_cases: int) -> No
     n_pairs = int(round(n_cases * SHARED_SHARE / 2))
     n_lesions = n_cases - n_pairs
     diagnoses = _shuffled(rng, DIAGNOSES, n_lesions)
-    difficulty = _shuffled(rng, DIFFICULTIES, n_lesions)
+    difficulty = _shuffled(rng, DIFFICULTY_SHARES, n_lesions)
     # Acral lesions are melanocytic in the Atlas (acral nevi and melanomas).
     melanocytic = [i for i, d in enumerate(diagnoses) if d == "clark nevus" or "melanoma" in d]
     others = sorted(set(range(n_lesions)) - set(melanocytic))
@@ -103,7 +94,7 @@ def _write_derm7pt(root: Path, seed: np.random.SeedSequence, n_cases: int) -> No
         plan_seed, draw_seed, view_seed = seeds.spawn(3)
         plan_rng = np.random.default_rng(plan_seed)
         plan = lesion_plan(plan_rng, diagnoses[i], difficulty[i])
-        patient = _patient(plan_rng, diagnoses[i], difficulty[i], i in acral)
+        patient = patient_row(plan_rng, diagnoses[i], difficulty[i], i in acral)
         view_rng = np.random.default_rng(view_seed)
         views = [{"gain": tuple(view_rng.uniform(0.96, 1.04, 3)),
                   "vignette": view_rng.uniform(0.05, 0.25)} for _ in range(1 + (i in paired))]
@@ -120,7 +111,7 @@ def _write_derm7pt(root: Path, seed: np.random.SeedSequence, n_cases: int) -> No
                       + string.ascii_lowercase[case // 20 % 26] + "l")
             clinic, derm = (f"{folder.upper()}/{folder}{2 * (case % 20) + j:03d}.jpg"
                             for j in (1, 2))
-            _save(_clinical(image), root / "images" / clinic)
+            _save(clinical_view(image), root / "images" / clinic)
             _save(add_frame(view_rng, image) if case in framed else image, root / "images" / derm)
             rows.append({"case_num": case + 1, "diagnosis": diagnoses[i],
                          "seven_point_score": seven_point_score(plan["criteria"]),

@@ -25,7 +25,7 @@ import numpy as np
 
 from pipeline.cache.files import atomic_path, hash_file
 from pipeline.errors import PipelineError
-from pipeline.models.vgg_m import LRN_PARAM, VGG_M, _out, scaled
+from pipeline.models.vgg_m import LRN_PARAM, VGG_M, out_size, scaled
 
 
 def _field(obj: Any, name: str, default: Any = None) -> Any:
@@ -131,7 +131,7 @@ def convert(mat_path: str | Path, out: str | Path, width: float = 1.0,
             if method != "max" or pool != (want.size, want.size):
                 raise PipelineError(f"{where}: {method} pool {list(pool)}, expected max pool "
                                     f"{[want.size] * 2}.")
-            hw = _out(hw, want.size, want.stride, want.pad[0], want.pad[1])
+            hw = out_size(hw, want.size, want.stride, want.pad[0], want.pad[1])
         elif kind == "norm":
             param = np.atleast_1d(np.asarray(_field(got, "param"), dtype=float))
             if param.shape != (4,) or not np.allclose(param, LRN_PARAM, rtol=1e-6):
@@ -156,7 +156,7 @@ def convert(mat_path: str | Path, out: str | Path, width: float = 1.0,
             filters = filters.reshape(want_shape)
             if want.size:
                 arrays[f"{want.name}/kernel"] = filters
-                hw = _out(hw, want.size, want.stride, want.pad[0], want.pad[1])
+                hw = out_size(hw, want.size, want.stride, want.pad[0], want.pad[1])
             else:  # fc: HxWxCxN -> (H*W*C, N) row-major = Keras' Flatten order of an HWC map
                 arrays[f"{want.name}/kernel"] = filters.reshape(-1, n_out)
                 hw = 1

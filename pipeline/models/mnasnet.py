@@ -6,7 +6,7 @@ conv, six stacks of ``_InvertedResidual`` at indices 8-13, a 1x1 conv to 1280 at
 ``classifier`` = ``Dropout(0.2)`` + ``Linear(1280, classes)``. Every BN has PyTorch's default eps
 1e-5 (torchvision only changes the momentum, which inference does not use). Keras layer names are
 the state-dict prefixes with ``.`` -> ``_`` (``layers.8.0.layers.3`` -> ``layers_8_0_layers_3``);
-see ``pipeline.models._torchvision_layers``.
+see ``pipeline.models.torchvision_layout``.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from pipeline.models import _torchvision_layers as tv
+from pipeline.models import torchvision_layout as tv
 from pipeline.models.torch_weights import TorchLayer
 
 TORCHVISION_NAME = "mnasnet1_0"

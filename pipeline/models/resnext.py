@@ -17,7 +17,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from pipeline.models import _torchvision_layers as tv
+from pipeline.models import torchvision_layout as tv
 from pipeline.models.torch_weights import TorchLayer
 
 TORCHVISION_NAME = "resnext50_32x4d"

@@ -18,7 +18,7 @@ import functools
 from pathlib import Path
 from typing import Any
 
-from pipeline.models import _torchvision_layers as tv
+from pipeline.models import torchvision_layout as tv
 from pipeline.models.torch_weights import TorchLayer
 
 TORCHVISION_NAME = "shufflenet_v2_x1_0"
@@ -86,12 +86,6 @@ def layer_classes() -> tuple[type, type]:
             return {**super().get_config(), "groups": self.groups}
 
     return ChannelSplit, ChannelShuffle
-
-
-def custom_objects() -> dict[str, type]:
-    """Objects ``keras.models.load_model`` needs for a saved ShuffleNet (registers them too)."""
-    split, shuffle = layer_classes()
-    return {"ChannelSplit": split, "ChannelShuffle": shuffle}
 
 
 def _branch2(x: Any, out_ch: int, stride: int, prefix: str) -> Any:

@@ -27,7 +27,7 @@ from typing import Any, Mapping
 
 import numpy as np
 
-from pipeline.models import _torchvision_layers as tv
+from pipeline.models import torchvision_layout as tv
 from pipeline.models.torch_weights import TorchLayer
 
 TORCHVISION_NAME = "squeezenet1_1"

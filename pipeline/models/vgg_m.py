@@ -84,7 +84,8 @@ def scaled(channels: int, width: float) -> int:
     return max(1, int(round(channels * width)))
 
 
-def _out(n: int, size: int, stride: int, lo: int, hi: int) -> int:
+def out_size(n: int, size: int, stride: int, lo: int, hi: int) -> int:
+    """Output side of a conv or pool of ``size``, ``stride`` and padding ``lo``/``hi`` on ``n``."""
     return (n + lo + hi - size) // stride + 1
 
 
@@ -93,7 +94,7 @@ def pool5_size(input_size: int) -> int:
     n = input_size
     for layer in VGG_M:
         if layer.type in ("conv", "pool") and layer.size:
-            n = _out(n, layer.size, layer.stride, layer.pad[0], layer.pad[1])
+            n = out_size(n, layer.size, layer.stride, layer.pad[0], layer.pad[1])
     return n
 
 

@@ -41,7 +41,8 @@ def _save(fig: Figure, path: Path) -> Path:
 
 
 def plot_auc(summary: pd.DataFrame, path: str | os.PathLike,
-             paper_table: pd.DataFrame | None = PAPER_TABLE1, not_run: Iterable[dict] = ()) -> Path:
+             paper_table: pd.DataFrame | None = PAPER_TABLE1,
+             not_run: Iterable[dict] = ()) -> pd.DataFrame:
     """AUC (%) per cell with its 95% CI, one panel per design; the paper's value as a marker.
 
     Args:
@@ -51,7 +52,8 @@ def plot_auc(summary: pd.DataFrame, path: str | os.PathLike,
         not_run: cells that could not run; their place on the axis reads "not run".
 
     Returns:
-        ``path``.
+        The points drawn: one row per design x cell with ``auc``, ``low``, ``high`` (in %, NaN
+        where the cell did not run) and ``paper`` (the marker, NaN where there is none).
     """
     auc = summary[summary["metric"] == "auc"]
     entries = not_run_entries(not_run)
@@ -61,11 +63,15 @@ def plot_auc(summary: pd.DataFrame, path: str | os.PathLike,
     width = max(3.9, 0.55 * len(cells) + 1.0)
     fig = Figure(figsize=(width * len(designs) + 0.6, 5.0), layout="constrained")
     axes = fig.subplots(1, len(designs), sharey=True, squeeze=False)[0]
+    points = []
     for ax, design in zip(axes, designs):
         part = auc[auc["design"] == design].set_index("cell")
         for i, cell in enumerate(cells):
+            point = {"design": design, "cell": cell, "auc": np.nan, "low": np.nan,
+                     "high": np.nan, "paper": np.nan}
             if cell in part.index:
                 r = part.loc[cell]
+                point.update(auc=100 * r["mean"], low=100 * r["low"], high=100 * r["high"])
                 err = None if not np.isfinite(r["low"]) else [[100 * (r["mean"] - r["low"])],
                                                                [100 * (r["high"] - r["mean"])]]
                 ax.errorbar(i, 100 * r["mean"], yerr=err, fmt="o", color=_COLORS[cell], capsize=4,
@@ -78,6 +84,8 @@ def plot_auc(summary: pd.DataFrame, path: str | os.PathLike,
                 # Beside the point, not on it, so an equal value does not hide this run's mean.
                 ax.plot(i + 0.25, paper_table.loc[design, cell], "kx", markersize=8,
                         label="paper (Menegola et al. 2017)")
+                point["paper"] = float(paper_table.loc[design, cell])
+            points.append(point)
         ax.set_xticks(range(len(cells)), cells, rotation=40, ha="right")
         ax.set_xlim(-0.6, len(cells) - 0.4)
         ax.set_title(DESIGNS[design].title)
@@ -91,10 +99,11 @@ def plot_auc(summary: pd.DataFrame, path: str | os.PathLike,
                               label="paper (Menegola et al. 2017)"))
     fig.legend(handles=handles, loc="outside lower center", ncols=len(handles))
     fig.suptitle("AUC per cell with 95% CI (t over runs; bootstrap for a single run)")
-    return _save(fig, Path(path))
+    _save(fig, Path(path))
+    return pd.DataFrame(points, columns=["design", "cell", "auc", "low", "high", "paper"])
 
 
-def plot_roc(predictions: pd.DataFrame, path: str | os.PathLike) -> Path:
+def plot_roc(predictions: pd.DataFrame, path: str | os.PathLike) -> pd.DataFrame:
     """Mean ROC curve of every cell over its runs, with a ±1 sd band, one panel per design.
 
     Curves are averaged vertically: each run's true-positive rate is interpolated at 201 fixed
@@ -108,14 +117,15 @@ def plot_roc(predictions: pd.DataFrame, path: str | os.PathLike) -> Path:
         path: the PNG to write.
 
     Returns:
-        ``path``.
+        The curves drawn: one row per design x cell x grid point with ``fpr``, ``tpr`` (the mean
+        over runs), ``tpr_sd`` and ``runs`` (how many runs the mean is over).
     """
     preds = with_cells(predictions, "predictions table", ["y_true"])
     designs = ordered(preds["design"], DESIGNS)
     grid = np.linspace(0, 1, 201)
     fig = Figure(figsize=(5.2 * len(designs), 5.6), layout="constrained")
     axes = fig.subplots(1, len(designs), squeeze=False)[0]
-    most_runs = 0
+    most_runs, curves = 0, []
     for ax, design in zip(axes, designs):
         part = preds[preds["design"] == design]
         positive = DESIGNS[design].positive or "melanoma"
@@ -136,6 +146,8 @@ def plot_roc(predictions: pd.DataFrame, path: str | os.PathLike) -> Path:
             if not tprs:
                 continue
             mean, sd = np.mean(tprs, axis=0), np.std(tprs, axis=0)
+            curves.append(pd.DataFrame({"design": design, "cell": cell, "fpr": grid, "tpr": mean,
+                                        "tpr_sd": sd, "runs": len(tprs)}))
             used = "" if len(tprs) == len(runs) else f", {len(tprs)}/{len(runs)} runs"
             ax.plot(grid, mean, color=_COLORS[cell], lw=1.8,
                     label=f"{cell} (AUC {100 * np.mean(aucs):.1f}{used})")
@@ -152,4 +164,6 @@ def plot_roc(predictions: pd.DataFrame, path: str | os.PathLike) -> Path:
         ax.legend(loc="lower right", fontsize="small")
     fig.suptitle("ROC curves: mean over runs at fixed false-positive rates, band ±1 sd"
                  if most_runs > 1 else "ROC curves (one run per cell)")
-    return _save(fig, Path(path))
+    _save(fig, Path(path))
+    return pd.concat(curves, ignore_index=True) if curves else pd.DataFrame(
+        columns=["design", "cell", "fpr", "tpr", "tpr_sd", "runs"])

@@ -22,11 +22,11 @@ PAPER_TABLE1 = pd.DataFrame([[76.0, 72.8, 76.0, 79.1, 82.5, 78.8],
 
 
 PAPER_TABLE3 = pd.DataFrame([[82.5, 80.9, 83.6], [83.8, 83.5, 84.5]],
-                            index=["VGG-M", "VGG-16"], columns=list(DESIGNS))
+                            index=["vgg-m", "vgg16"], columns=list(DESIGNS))  # registry names
 
 
 PAPER_TABLE2 = {"auc": 80.7, "ap": 54.9, "accuracy": 79.2, "sensitivity": 47.6,
-                "specificity": 88.1}
+                "specificity": 88.1}  # keys: metrics.csv columns
 
 
 PAPER_TABLE4 = pd.DataFrame([[93.7, 82.5, 58.8, 82.5], [93.0, 79.6, 56.6, 80.9]],

@@ -23,9 +23,9 @@ from pipeline.experiment.config import add_config_arguments, config_from_args, l
 from pipeline.models.registry import get_network
 from pipeline.protocol import parse_bool
 from pipeline.reporting.markdown import markdown_table
-from pipeline.reporting.paper import PAPER_TABLE1, PAPER_TABLE4
+from pipeline.reporting.paper import PAPER_TABLE1, PAPER_TABLE2, PAPER_TABLE3, PAPER_TABLE4
 from pipeline.reporting.report import write_report
-from pipeline.reporting.tables import table_architectures
+from pipeline.reporting.tables import METRIC_TITLES, table_architectures
 
 
 def read_results(config) -> tuple[pd.DataFrame, pd.DataFrame]:
@@ -68,6 +68,8 @@ def experiment_header(config) -> dict:
     }
     if config["experiment"]["scaled_down"]:
         header["scaled down (declared)"] = config["experiment"]["scaled_down"]
+    if config.overrides:
+        header["overrides (--set, declared)"] = ", ".join(config.overrides)
     header["written"] = datetime.datetime.now().strftime("%Y-%m-%d %H:%M")
     header["pipeline version"] = pipeline.__version__
     return header
@@ -82,10 +84,37 @@ def architectures_section(config, metrics: pd.DataFrame) -> list[str]:
         other = load_config(other_path)
         by_network[get_network(other["network"]["name"]).name] = read_results(other)[0]
     table = table_architectures(by_network)
-    rows = [[name, *[v if isinstance(v, str) else f"{v:.1f}" for v in row]]
-            for name, row in table.iterrows()]
+    rows = []
+    for name, row in table.iterrows():
+        rows.append([name, "this run", *row])
+        if name in PAPER_TABLE3.index and _faithful(config):
+            rows.append(["", "paper", *(f"{v:.1f}" for v in PAPER_TABLE3.loc[name, table.columns])])
     return ["## Table 3: AUC (%) by architecture (ImageNet + fine-tuning)", "",
-            markdown_table(["Network", *map(str, table.columns)], rows), ""]
+            "Mean ± sd over runs of each network's `imagenet+ft` cell"
+            + ("; \"paper\": Menegola et al. (2017), Table 3." if _faithful(config) else "."),
+            "", markdown_table(["Network", "", *map(str, table.columns)], rows), ""]
+
+
+def _faithful(config) -> bool:
+    """Whether the paper's numbers are comparable: the Atlas, nothing scaled down or overridden."""
+    return (config["data"]["dataset"] == "derm7pt" and not config["experiment"]["scaled_down"]
+            and not config.overrides)
+
+
+def isic2016_section(config, metrics: pd.DataFrame) -> list[str]:
+    """The paper's Table 2 beside this run's, for ISIC 2016's official split."""
+    if config["data"]["dataset"] != "isic2016" or config["experiment"]["scaled_down"] \
+            or config.overrides:
+        return []
+    runs = metrics[(metrics["source"] == "imagenet") & metrics["finetune"]]
+    names = list(PAPER_TABLE2)
+    ours = [f"{100 * runs[n].mean():.1f}" if n in runs and len(runs) else "—" for n in names]
+    return ["## Table 2: ISIC 2016 Part 3, official split (%)", "",
+            "The `imagenet+ft` cell against Menegola et al. (2017), Table 2 (VGG-16); mAP is the "
+            "average precision.", "",
+            markdown_table(["", *(METRIC_TITLES.get(n, n) for n in names)],
+                           [["this run", *ours],
+                            ["paper", *(f"{PAPER_TABLE2[n]:.1f}" for n in names)]]), ""]
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -95,14 +124,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     config = config_from_args(args)
     metrics, predictions = read_results(config)
-    faithful = (config["data"]["dataset"] == "derm7pt" and config["network"]["name"] == "vgg-m"
-                and not config["experiment"]["scaled_down"])
+    faithful = _faithful(config) and config["network"]["name"] == "vgg-m"
     path = write_report(
         config.output_dir, metrics, predictions, manifest=artifacts.manifest(config),
         not_run=artifacts.not_run(config), header=experiment_header(config),
         paper_table=PAPER_TABLE1 if faithful else None,
         paper_difficulty=PAPER_TABLE4 if faithful else None,
         difficulty_cell=config["report"]["difficulty_cell"], threshold=config["report"]["threshold"],
-        seed=config.seed, extra_sections=architectures_section(config, metrics))
+        seed=config.seed, extra_sections=isic2016_section(config, metrics) + architectures_section(config, metrics))
     print(f"report: {path}")
     return 0

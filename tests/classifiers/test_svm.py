@@ -13,6 +13,7 @@ from sklearn.metrics import roc_auc_score
 from sklearn.model_selection import StratifiedShuffleSplit
 from sklearn.preprocessing import normalize
 from sklearn.svm import SVC
+from sklearn.utils._param_validation import InvalidParameterError
 
 from pipeline.classifiers.svm import (GramLinearSVC, decision_scores, make_svm, reference_protocol_fit,
                                select_and_fit)
@@ -235,3 +236,48 @@ def test_bad_features_and_labels():
     result = select_and_fit(X, y, C_grid=[1.0])
     with pytest.raises(PipelineError, match=r"\(n_images, 10\)"):
         decision_scores(result, X[:, :5])
+
+
+def test_gram_svm_is_exported_by_the_package():
+    import pipeline
+    from pipeline import GramLinearSVC as exported
+
+    assert exported is GramLinearSVC and pipeline.GramLinearSVC is GramLinearSVC
+
+
+def test_gram_svm_balanced_class_weight_equals_libsvm():
+    X, y = blobs(120, 30, shift=0.3, seed=14)
+    keep = (y == 0) | (np.arange(120) % 8 == 1)  # 60 negatives, 15 positives
+    Xn, labels = normalize(X[keep].astype(np.float64)), np.array(["no", "yes"])[y[keep]]
+    ours = GramLinearSVC(C=1.0, class_weight="balanced").fit(Xn, labels).decision_function(Xn)
+    theirs = SVC(kernel="linear", C=1.0, class_weight="balanced").fit(Xn, labels)
+    np.testing.assert_allclose(ours, theirs.decision_function(Xn), rtol=1e-6, atol=1e-8)
+    plain = GramLinearSVC(C=1.0).fit(Xn, labels).decision_function(Xn)
+    assert np.abs(plain - ours).max() > 0.1  # the weights matter on this problem
+
+
+def test_gram_svm_dict_class_weight_weighs_each_sample_by_its_class():
+    X, y = blobs(90, 30, k=3, seed=15)
+    Xn, weight = normalize(X.astype(np.float64)), {0: 5.0, 2: 0.2}  # class 1 weighs 1
+    scores = GramLinearSVC(C=1.0, class_weight=weight).fit(Xn, y).decision_function(Xn)
+    per_sample = np.array([5.0, 1.0, 0.2])[y]
+    for k in range(3):
+        single = SVC(kernel="linear", C=1.0).fit(Xn, y == k, sample_weight=per_sample)
+        np.testing.assert_allclose(scores[:, k], single.decision_function(Xn), atol=1e-8)
+    binary = y < 2
+    ours = GramLinearSVC(C=1.0, class_weight={0: 5.0}).fit(Xn[binary], y[binary])
+    theirs = SVC(kernel="linear", C=1.0, class_weight={0: 5.0}).fit(Xn[binary], y[binary])
+    np.testing.assert_allclose(ours.decision_function(Xn), theirs.decision_function(Xn),
+                               atol=1e-8)
+
+
+@pytest.mark.parametrize("params, name", [({"C": -1}, "C"), ({"C": 0.0}, "C"),
+                                          ({"class_weight": "x"}, "class_weight"),
+                                          ({"tol": -1e-3}, "tol")])
+def test_gram_svm_bad_parameter(params, name):
+    X, y = blobs(20, 5, seed=16)
+    model = GramLinearSVC(**params)
+    assert model.get_params()[name] == params[name]  # __init__ only stores it
+    with pytest.raises(InvalidParameterError, match=f"'{name}' parameter of GramLinearSVC"):
+        model.fit(X, y)
+    assert issubclass(InvalidParameterError, ValueError)

@@ -176,11 +176,21 @@ def test_corrupt_truncated_missing_files_raise_naming_file(tmp_path):
         assert str(path) in str(info.value)
 
 
-def test_decompression_bomb_is_bad_input(tmp_path, monkeypatch):
-    path = save(smooth_rgb(100, 100), tmp_path / "big.png")
-    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 5000)
-    with pytest.raises(BadImageError, match="decompression bomb"):
-        load_image(path, 32)
+def test_decompression_bomb_limit_is_a_setting_and_its_message_says_how_to_raise_it(tmp_path):
+    path = save(smooth_rgb(100, 120), tmp_path / "big.png")
+    with pytest.raises(BadImageError) as info:
+        load_image(path, 32, max_pixels=5000)
+    message = str(info.value)
+    assert "100x120 = 12,000 pixels is over the limit of 5,000" in message
+    assert "data.max_image_pixels" in message and "--max-pixels" in message
+    assert "Repair or replace" not in message  # a genuine large photo is not broken
+    assert load_image(path, 32, max_pixels=12_000).shape == (32, 32, 3)
+    with pytest.raises(PipelineError, match="12,000 pixels is over the limit"):
+        build_image_cache(manifest_for([path]), tmp_path / "cache", 16, n_jobs=1,
+                          progress=False, max_pixels=5000)
+    entry = build_image_cache(manifest_for([path]), tmp_path / "cache", 16, n_jobs=1,
+                              progress=False, max_pixels=20_000)
+    assert len(entry) == 1
 
 
 def test_bad_image_in_build_names_file_and_row(tmp_path):

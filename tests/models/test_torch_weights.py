@@ -8,7 +8,7 @@ import pytest
 from pipeline.errors import PipelineError
 from pipeline.models.torch_weights import TorchLayer, assign_torch_weights
 
-keras = pytest.importorskip("keras")
+import keras  # noqa: E402  (a required dependency: a missing one must fail, not skip)
 
 
 def _conv_nchw(x, w, b, groups=1):

@@ -33,7 +33,7 @@ from numpy.lib.stride_tricks import sliding_window_view
 from pipeline.errors import PipelineError
 from pipeline.models.torch_weights import assign_torch_weights
 
-keras = pytest.importorskip("keras")
+import keras  # noqa: E402  (a required dependency: a missing one must fail, not skip)
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "torchvision"
 NETWORKS = {"mnasnet": "mnasnet1_0", "shufflenet": "shufflenet_v2_x1_0",

@@ -175,7 +175,7 @@ def test_paper_tables_hold_the_published_numbers():
                                                                         82.5, 78.8]
     assert paper.PAPER_TABLE1.loc["melanoma_vs_bcc_vs_benign", "imagenet+ft"] == 83.6
     assert list(paper.PAPER_TABLE1.columns) == TABLE_ORDER[:6]
-    assert paper.PAPER_TABLE3.loc["VGG-16"].tolist() == [83.8, 83.5, 84.5]
+    assert paper.PAPER_TABLE3.loc["vgg16"].tolist() == [83.8, 83.5, 84.5]
 
 
 def test_table_architectures():
@@ -333,3 +333,74 @@ def test_write_report_single_split_without_manifest(tmp_path):
     assert "None: every cell this experiment asked for ran." in text
     _check_pngs(tmp_path, text)
     assert pd.read_csv(tmp_path / "comparisons.csv").empty
+
+
+def _table_rows(text: str, title: str) -> list[list[str]]:
+    """The rows of the markdown table that follows ``title`` in report.md, split into cells."""
+    lines = text.split("\n")
+    start = next(i for i, line in enumerate(lines) if line.startswith(title))
+    table = []
+    for line in lines[start + 1:]:
+        if line.startswith("|"):
+            table.append([c.strip() for c in line.strip().strip("|").split("|")])
+        elif table:
+            break
+    return table
+
+
+def test_report_table1_and_comparisons_hold_the_numbers_of_the_metrics(grid, tmp_path):
+    manifest, predictions, metrics = grid
+    text = report.write_report(tmp_path, metrics, predictions, manifest).read_text()
+    rows = _table_rows(text, "## Table 1")
+    header, body = rows[0], rows[2:]
+    checked = 0
+    for row in body:
+        if row[1] != "this run":
+            continue
+        design = next(d for d, spec in DESIGNS.items() if spec.title == row[0])
+        for title, value in zip(header[2:], row[2:]):
+            cell = re.search(r"\(([^)]+)\)$", title).group(1)
+            runs = metrics[(metrics["design"] == design)
+                           & (metrics["source"] + np.where(metrics["finetune"], "+ft", "")
+                              == cell)]
+            assert value == expected_mean_sd(runs["auc"]), (design, cell)
+            checked += 1
+    assert checked == 9  # 3 designs x 3 cells
+    comparison_rows = _table_rows(text, "## Comparisons between cells")[2:]
+    expected = tables.comparisons(metrics)
+    assert len(comparison_rows) == len(expected)
+    for row, want in zip(comparison_rows, expected.itertuples()):
+        assert row[1:3] == [want.a, want.b]
+        assert row[3] == f"{100 * want.mean_diff:+.1f}" and row[4] == f"{want.t_stat:.2f}"
+
+
+def test_roc_figure_plots_the_mean_of_each_runs_roc_curve(grid, tmp_path):
+    from sklearn.metrics import roc_curve
+
+    from pipeline.reporting.figures import plot_auc, plot_roc
+
+    _, predictions, metrics = grid
+    curves = plot_roc(predictions, tmp_path / "roc.png")
+    part = predictions[(predictions["design"] == "melanoma_vs_benign")
+                       & (predictions["source"] == "imagenet") & predictions["finetune"]]
+    grid_points = np.linspace(0, 1, 201)
+    tprs = []
+    for _, run in part.groupby(["repeat", "test_half"]):
+        fpr, tpr, _ = roc_curve(run["y_true"] == "melanoma", run["score"])
+        tprs.append(np.interp(grid_points, fpr, tpr))
+    drawn = curves[(curves["design"] == "melanoma_vs_benign") & (curves["cell"] == "imagenet+ft")]
+    np.testing.assert_allclose(drawn["tpr"], np.mean(tprs, axis=0), atol=1e-12)
+    np.testing.assert_allclose(drawn["tpr_sd"], np.std(tprs, axis=0), atol=1e-12)
+    assert drawn["runs"].unique().tolist() == [10]
+    # The 3-class panel is melanoma against the rest.
+    three = curves[curves["design"] == "melanoma_vs_bcc_vs_benign"]
+    assert set(three["cell"]) == {"none+ft", "imagenet", "imagenet+ft"}
+
+    points = plot_auc(tables.summarize(metrics, ["auc"]), tmp_path / "auc.png")
+    row = points[(points["design"] == "malignant_vs_benign")
+                 & (points["cell"] == "imagenet+ft")].iloc[0]
+    runs = metrics[(metrics["design"] == "malignant_vs_benign") & (metrics["source"] == "imagenet")
+                   & metrics["finetune"]]["auc"]
+    assert row["auc"] == pytest.approx(100 * runs.mean())
+    assert row["low"] < row["auc"] < row["high"]
+    assert row["paper"] == paper.PAPER_TABLE1.loc["malignant_vs_benign", "imagenet+ft"]

@@ -60,7 +60,7 @@ batch_size = 8
 [report]
 difficulty_cell = "none+ft"
 """
-STAGES = ["data", "folds", "pretrain", "finetune", "extract", "svm", "report"]
+STAGES = ["data", "folds", "pretrain", "finetune", "features", "svm", "report"]
 
 
 def run_stage(stage: str, config: Path) -> None:
@@ -122,12 +122,24 @@ def test_metrics_agree_with_an_independent_computation_from_predictions(experime
         assert row["n_test"] == len(run)
 
 
-def test_report_has_tables_and_pictures(experiment):
+def test_report_tables_hold_the_numbers_of_metrics_csv(experiment):
     text = out(experiment, "report.md").read_text(encoding="utf-8")
-    for needle in ("Table 1", "test scale", "auc.png", "roc.png", "Comparisons between cells",
-                   "Table 4"):
-        assert needle in text, needle
+    metrics = pd.read_csv(out(experiment, "metrics.csv"))
+    assert "| scaled down (declared) | test scale |" in text
+    lines = text.split("\n")
+    start = lines.index("## Table 1: AUC (%) by transfer source")
+    header = next(l for l in lines[start:] if l.startswith("| Design"))
+    row = next(l for l in lines[start:] if l.startswith("| Melanoma vs. Benign"))
+    cells = [c.strip() for c in header.strip("|").split("|")][1:]
+    values = [c.strip() for c in row.strip("|").split("|")][1:]
+    assert len(cells) == 3
+    for title, value in zip(cells, values):
+        cell = title[title.rindex("(") + 1:-1]
+        source, finetune = cell.removesuffix("+ft"), cell.endswith("+ft")
+        auc = 100 * metrics[(metrics["source"] == source) & (metrics["finetune"] == finetune)]["auc"]
+        assert value == f"{auc.mean():.1f} ± {auc.std(ddof=1):.1f}", cell
     for picture in ("auc.png", "roc.png"):
+        assert f"]({picture})" in text
         assert out(experiment, picture).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
@@ -177,9 +189,13 @@ def test_second_run_of_the_network_stages_reuses_every_entry(experiment, capsys)
     networks_before = out(experiment, "networks.json").read_text()
     cache = Path(json.loads(networks_before)["none"]["entry"]).parents[1]
     entries = {p: p.stat().st_mtime_ns for p in cache.glob("*/*/manifest.json")}
-    for stage in ("pretrain", "finetune", "extract"):
+    capsys.readouterr()
+    for stage in ("pretrain", "finetune", "features"):
         run_stage(stage, experiment)
-    assert "computed" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "pretrain none: cached" in err and "pretrain retinopathy: cached" in err
+    assert "finetune none+ft melanoma_vs_benign repeat 1 half 1: cached" in err
+    assert "features: 6 feature entries, 0 computed (all cached)" in err
     assert out(experiment, "networks.json").read_text() == networks_before
     assert {p: p.stat().st_mtime_ns for p in cache.glob("*/*/manifest.json")} == entries
 
