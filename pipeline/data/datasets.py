@@ -7,7 +7,7 @@ later stage reads; ``pipeline.data.manifest`` defines its columns and writes, re
 
 Row numbers in error messages count the header as row 1, as a spreadsheet shows them.
 
-Command: ``python -m pipeline data --dataset NAME --root DIR --out manifest.csv [--keep-acral]
+The command (``pipeline.stages.data``): ``python -m pipeline data --dataset NAME --root DIR --out manifest.csv [--keep-acral]
 [--no-check-images]``.
 """
 
@@ -187,7 +187,7 @@ def _isic2020(root: Path) -> pd.DataFrame:
             raise PipelineError(
                 f"{where(row)}: diagnosis {row['diagnosis']!r} is category {category!r} but "
                 f"target is {target} (in ISIC 2020 target 1 means melanoma); fix the row or its "
-                "entry in pipeline/vocabulary.py")
+                "entry in pipeline/data/vocabulary.py")
         path, found = finder.find([row["image_name"] + ".jpg"], folders)
         return dict(image=row["image_name"], path=path, diagnosis=row["diagnosis"],
                     category=category, group=row["patient_id"] or row["image_name"],
@@ -226,7 +226,7 @@ def _isic_archive(root: Path) -> pd.DataFrame:
             if category != BENIGN and normalize(label or "") == "benign":  # a contradiction
                 raise PipelineError(
                     f"{where(row)}: diagnosis {values[0]!r} is category {category!r} but the "
-                    f"published label is {label!r}; fix the row or pipeline/vocabulary.py")
+                    f"published label is {label!r}; fix the row or pipeline/data/vocabulary.py")
             known[tuple(values), label] = category
         category = known[tuple(values), label]
         path, found = finder.find([row["isic_id"] + ".jpg"], [root])

@@ -9,7 +9,8 @@ to the design's label, or removes the image:
 | ``melanoma_vs_benign``      | melanoma             | benign   | bcc     |
 | ``melanoma_vs_bcc_vs_benign`` | 3 classes          |          | —       |
 
-Command: ``python -m pipeline designs --manifest manifest.csv`` prints the class counts per design.
+The command ``python -m pipeline designs --manifest manifest.csv`` (``pipeline.commands.designs``) prints the class
+counts per design.
 """
 
 from __future__ import annotations

@@ -11,7 +11,7 @@ writes one cache entry per (image ids and file contents, size, options):
 Each image is decoded by ``pipeline.data.images.load_image`` (size order, resampling and bad-image rules
 are described there); a size is ``(width, height)``, arrays are ``(height, width, 3)``.
 
-Command: ``python -m pipeline images --manifest manifest.csv --size 224 [--height H]
+The command (``pipeline.commands.images``): ``python -m pipeline images --manifest manifest.csv --size 224 [--height H]
 --cache features_cache/images [--crop-black-frame] [--skip-bad-images] [--jobs N]``.
 """
 

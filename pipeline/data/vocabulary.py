@@ -179,7 +179,7 @@ def _unknown_error(value: str, where: str, others: Sequence[str] = ()) -> Pipeli
     if others:
         also = f" (its less specific levels {', '.join(map(repr, others))} are not known either)"
     return PipelineError(
-        f"unknown diagnosis {value!r}{also} in {where}: add it to pipeline/vocabulary.py "
+        f"unknown diagnosis {value!r}{also} in {where}: add it to pipeline/data/vocabulary.py "
         f"(known: {', '.join(known())})")
 
 
@@ -256,7 +256,7 @@ def categorize(diagnosis: str, *, file: str, row: int, label: str | None = None,
 
     Raises:
         PipelineError: ``unknown diagnosis 'xyz' in <file>, row <n>: add it to
-            pipeline/vocabulary.py (known: ...)``, or a ``FROM_LABEL`` value the label cannot
+            pipeline/data/vocabulary.py (known: ...)``, or a ``FROM_LABEL`` value the label cannot
             decide.
     """
     return categorize_levels([diagnosis], file=file, row=row, label=label,

@@ -7,7 +7,7 @@
 | ``folds/<design>.csv``       | ``folds``   | 5x2 folds (or the official split) per design           |
 | ``networks.json``            | ``pretrain``| source network entry (or why not run) per source       |
 | ``finetuned.csv``            | ``finetune``| fine-tuned network entry per (source, design, fold)    |
-| ``features.csv``             | ``extract`` | feature entry per network                              |
+| ``features.csv``             | ``features``| feature entry per network                              |
 | ``predictions.csv``, ``metrics.csv`` | ``svm`` | the result-file contract                           |
 | ``report.md`` + PNGs, ``comparisons.csv`` | ``report`` |                                           |
 

@@ -14,7 +14,7 @@ normalisation used is reported. Everything found is reported, grouped by kind (`
 is fixed silently: names that match nothing, images in both lists of a fold, and images a design
 removes are left out of the output and reported.
 
-Command: ``python -m pipeline folds-import --labels CSV --folds YAML --out folds.csv
+The command (``pipeline.commands.folds_import``): ``python -m pipeline folds-import --labels CSV --folds YAML --out folds.csv
 [--manifest manifest.csv --design NAME] [--strict]``. Exit status 0 with the report, or 2 under
 ``--strict`` when anything was found (and nothing is written then).
 """

@@ -11,7 +11,7 @@ against the layout of ``pipeline.models.vgg_m.VGG_M``, and writes one ``.npz`` a
   file stores a per-channel mean); ``mean``: its per-channel mean ``(3,)``;
 - ``meta``: a JSON string (source file and its SHA-256, width, input size, classes).
 
-Command: ``python -m pipeline convert-matconvnet --mat imagenet-vgg-m.mat --out FILE.npz``
+The command: ``python -m pipeline convert-matconvnet --mat imagenet-vgg-m.mat --out FILE.npz``
 (``pipeline.commands.convert_matconvnet``).
 """
 

@@ -1,4 +1,4 @@
-"""Tests for pipeline/demo_data.py, demo_skin.py and demo_fundus.py: the synthetic derm7pt and
+"""Tests for pipeline.demo (writer, lesions, skin, fundus): the synthetic derm7pt and
 Kaggle retinopathy datasets."""
 
 from __future__ import annotations

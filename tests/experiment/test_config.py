@@ -1,4 +1,4 @@
-"""Tests for pipeline/config.py: validation errors, defaults, cells, recipes and stage stamps."""
+"""Tests for pipeline.experiment.config and pipeline.experiment.stamps: validation errors, defaults, cells, recipes and stage stamps."""
 
 from __future__ import annotations
 
@@ -120,14 +120,26 @@ def test_stamps_change_only_for_the_stages_whose_settings_changed(tmp_path):
     assert stage_settings(load_config(path), "svm")["svm"]["C_grid"] == (0.1, 1.0)
 
 
-def test_shipped_experiments_validate(monkeypatch):
+def test_shipped_experiments_validate_and_the_papers_keep_its_protocol(monkeypatch):
     root = Path(__file__).resolve().parents[2]
     for var in ("DERM7PT_ROOT", "RETINOPATHY_ROOT", "VGGM_WEIGHTS", "ISIC2016_ROOT"):
-        monkeypatch.setenv(var, "/data/x")
-    names = sorted(p.name for p in (root / "experiments").glob("*.toml"))
-    assert {"demo.toml", "menegola2017-atlas.toml", "menegola2017-isic2016.toml",
-            "architectures.toml"} <= set(names)
-    for name in names:
-        config = load_config(root / "experiments" / name)
-        assert config.name == Path(name).stem
-    assert os.environ["DERM7PT_ROOT"] == "/data/x"
+        monkeypatch.setenv(var, f"/data/{var.lower()}")
+    configs = {p.stem: load_config(p) for p in sorted((root / "experiments").glob("*.toml"))}
+    assert {"demo", "menegola2017-atlas", "menegola2017-isic2016", "architectures",
+            "vgg16-atlas"} <= set(configs)
+    for name, config in configs.items():
+        assert config.name == name
+        assert "${" not in str(config.raw)  # every variable was expanded
+    atlas = configs["menegola2017-atlas"]
+    recipe = atlas.recipe("finetune")
+    assert tuple(c.name for c in atlas.cells) == TABLE1_CELLS
+    assert (atlas["network"]["name"], atlas["folds"]["scheme"], atlas["folds"]["repeats"]) == \
+        ("vgg-m", "5x2", 5)
+    assert (recipe.epochs, recipe.learning_rate, recipe.momentum, recipe.l2) == (60, 1e-3, 0.1,
+                                                                                  5e-3)
+    assert atlas["data"]["root"] == "/data/derm7pt_root" and not atlas["experiment"]["scaled_down"]
+    isic = configs["menegola2017-isic2016"]
+    assert (isic["network"]["name"], isic["folds"]["scheme"]) == ("vgg16", "official")
+    assert configs["demo"]["experiment"]["scaled_down"]  # the demo declares its departures
+
+

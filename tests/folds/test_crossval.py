@@ -1,4 +1,4 @@
-"""Tests for pipeline.folds.crossval: invariants over many seeds and group structures, determinism, each
+"""Tests for pipeline.folds.crossval and pipeline.folds.table: invariants over many seeds and group structures, determinism, each
 check_folds failure, the official split and the command line."""
 
 from __future__ import annotations

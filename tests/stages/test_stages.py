@@ -1,5 +1,5 @@
-"""End-to-end tests of the stages on a tiny demo experiment (pipeline/prepare, pretrain, finetune,
-extract, classify, report), driven through the command line as `make` drives them.
+"""End-to-end tests of the stages on a tiny demo experiment (pipeline.stages: data, folds,
+pretrain, finetune, features, svm, report), driven through the command line as `make` drives them.
 
 One module-scoped experiment (48 synthetic cases, VGG-M at 48 px and 1/16 width, one design, 2
 repeats) is built once; the tests then check the result files against independent computations,
