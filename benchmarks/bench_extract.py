@@ -169,7 +169,7 @@ def stored_network(name: str, folder: Path, images, size: int = 224, width: floa
     save_npy(entry / "mean.npy", mean)
     info = {"network": name, "input_size": size, "width": width, "classes": 1000,
             "digest": weights_digest(model)}
-    finish_entry(entry, info)
+    finish_entry(entry, info, ["mean.npy"])
     return StoredNetwork(model=model, spec=spec, mean=mean, entry=entry, info=info)
 
 

@@ -18,6 +18,7 @@ Usage: ``python benchmarks/bench_svm.py --n-images 1000 --dims 4096 --runs 2 --o
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import time
 from pathlib import Path
@@ -159,6 +160,7 @@ def stage_section(quick: bool = False, seed: int = 0) -> str:
     from pipeline.protocol import SOURCES, Cell
     from pipeline.data.designs import DESIGNS, apply_design
     from pipeline.folds.crossval import make_folds
+    from pipeline.folds.table import half_ids, train_ids_digest
 
     # quick: 2 cells x 1 repeat of tiny features, so the whole section runs in seconds
     n_images, dims, per_design, repeats = (120, 64, 1, 1) if quick else (1000, 4096, 2, 5)
@@ -192,6 +194,7 @@ def stage_section(quick: bool = False, seed: int = 0) -> str:
         rng = np.random.default_rng(seed)
         cells = [Cell(source, ft) for source in SOURCES for ft in (False, True)]
         cells = cells[:2] if quick else cells
+        folds = {d: make_folds(table, d, seed, repeats) for d in DESIGNS}
         index = []
         for number, cell in enumerate(cells):
             # Each cell its own features: rows swapped within each class, so labels still fit.
@@ -199,16 +202,25 @@ def stage_section(quick: bool = False, seed: int = 0) -> str:
             for k in range(3):
                 members = np.flatnonzero(y == k)
                 order[members] = rng.permutation(members)
-            entry = tmp / "features_cache" / "features" / f"cell{number}"
-            entry.mkdir(parents=True)
-            save_npy(entry / "features.npy", X[order])
-            write_text(entry / "images.txt", "\n".join(ids) + "\n")
-            finish_entry(entry, {"synthetic": cell.name})
+            base = tmp / "features_cache" / "features" / f"cell{number}"
+            base.mkdir(parents=True)
+            save_npy(base / "features.npy", X[order])
+            write_text(base / "images.txt", "\n".join(ids) + "\n")
             keys = ([("", 0, 0)] if not cell.finetune else
                     [(d, r, h) for d in DESIGNS for r in range(1, repeats + 1) for h in (1, 2)])
-            index += [{"source": cell.source, "finetune": cell.finetune, "design": d,
-                       "repeat": r, "train_half": h, "entry": str(entry)} for d, r, h in keys]
-        folds = {d: make_folds(table, d, seed, repeats) for d in DESIGNS}
+            for d, r, h in keys:
+                # A fine-tuned cell's entry records the training half it came from (the svm
+                # stage checks it against the folds); the arrays are hard links of the cell's.
+                entry = base if not cell.finetune else base.with_name(f"{base.name}-{d}-{r}-{h}")
+                if entry != base:
+                    entry.mkdir()
+                    for name in ("features.npy", "images.txt"):
+                        os.link(base / name, entry / name)
+                train = train_ids_digest(half_ids(folds[d], r, h)) if cell.finetune else None
+                finish_entry(entry, {"synthetic": cell.name, "train_ids": train},
+                             ["features.npy", "images.txt"])
+                index.append({"source": cell.source, "finetune": cell.finetune, "design": d,
+                              "repeat": r, "train_half": h, "entry": str(entry)})
         labels = {d: apply_design(table, d).set_index("image")["label"] for d in DESIGNS}
         config = SimpleNamespace(designs=tuple(DESIGNS), path="(synthetic)",
                                  path_of=lambda name: name)
@@ -311,7 +323,7 @@ def _timed_run_one(run, folds, labels, settings: dict, seed: int) -> dict:
     from pipeline.stages import svm as classify
 
     start = time.perf_counter()
-    row, _ = classify.run_one(run, folds, labels, settings, seed, 0.0)
+    row, _, _ = classify.run_one(run, folds, labels, settings, seed, 0.0)
     return {"seconds": time.perf_counter() - start, "auc": row["auc"], "C": row["C"]}
 
 

@@ -9,6 +9,7 @@ never import TensorFlow. A ``PipelineError`` is printed as one line (no tracebac
 from __future__ import annotations
 
 import argparse
+import errno
 import importlib
 import os
 import sys
@@ -34,6 +35,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "convert-matconvnet": ("pipeline.commands.convert_matconvnet",
                            "convert a MatConvNet .mat to Keras weights"),
 }
+# Write failures that are the machine's state, not a bug: reported in one line, like bad input.
+_IO_ERRORS = (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM)
 # Older name of a command, still accepted.
 ALIASES = {"extract": "features"}
 
@@ -69,6 +72,13 @@ def main(argv: list[str] | None = None) -> int:
         status = module.run(args)
     except PipelineError as exc:
         print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except OSError as exc:
+        if exc.errno not in _IO_ERRORS:
+            raise
+        from pipeline.cache.files import io_error
+
+        print(f"error: {io_error(exc, exc.filename or '.')}", file=sys.stderr)
         return 2
     return int(status or 0)
 

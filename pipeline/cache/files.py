@@ -10,14 +10,18 @@ that looks complete.
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
 import json
 import os
+import shutil
 import tempfile
 from pathlib import Path
 from typing import Any, Iterator
 
 import numpy as np
+
+from pipeline.errors import PipelineError
 
 _CHUNK = 1 << 20
 _UMASK = os.umask(0)
@@ -122,3 +126,61 @@ def write_csv(path: str | os.PathLike, frame: "Any", **kwargs: Any) -> None:
     with atomic_path(path, suffix=".csv") as tmp:
         frame.to_csv(tmp, **kwargs)
 
+
+
+def _gib(n: float) -> str:
+    return f"{n / 2 ** 30:.2f} GiB" if n >= 2 ** 28 else f"{n / 2 ** 20:.1f} MiB"
+
+
+def free_bytes(path: str | os.PathLike) -> int:
+    """Free space on the file system holding ``path`` (or its nearest existing parent)."""
+    path = Path(path).absolute()
+    while not path.exists() and path != path.parent:
+        path = path.parent
+    return shutil.disk_usage(path).free
+
+
+def io_error(exc: OSError, path: str | os.PathLike, needed: int | None = None) -> PipelineError:
+    """A clear error for a failed write: full disk, read-only file system, no permission.
+
+    Args:
+        exc: the ``OSError`` raised.
+        path: the file or folder being written.
+        needed: the bytes the write needs, when known.
+    """
+    where = Path(exc.filename) if getattr(exc, "filename", None) else Path(path)
+    if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        need = f" It needs {_gib(needed)};" if needed else ""
+        return PipelineError(f"no space left to write {where}.{need} {_gib(free_bytes(where))} "
+                             f"are free there. Free some space, or point `experiment.cache_dir` "
+                             "at a larger disk, and rerun: the stage resumes.")
+    if exc.errno in (errno.EROFS, errno.EACCES, errno.EPERM):
+        what = "a read-only file system" if exc.errno == errno.EROFS else "no permission"
+        return PipelineError(f"cannot write {where}: {what} ({exc.strerror}). The stage needs to "
+                             "write a new cache entry there; make the folder writable, or set "
+                             "`experiment.cache_dir` to a writable folder.")
+    return PipelineError(f"cannot write {where}: {exc.strerror or exc}.")
+
+
+def allocate_npy(path: str | os.PathLike, dtype, shape: tuple[int, ...]) -> np.memmap:
+    """A new ``.npy`` file opened as a writable memmap, its disk space reserved first.
+
+    Writing through a memmap onto a full disk kills the process with SIGBUS and no message;
+    reserving the space with ``posix_fallocate`` turns that into a clear error before anything is
+    written.
+
+    Raises:
+        PipelineError: there is not enough space, or the folder cannot be written.
+    """
+    path = Path(path)
+    needed = int(np.prod(shape)) * np.dtype(dtype).itemsize + 4096
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        out = np.lib.format.open_memmap(path, mode="w+", dtype=dtype, shape=tuple(shape))
+        with open(path, "r+b") as handle:
+            if hasattr(os, "posix_fallocate"):
+                os.posix_fallocate(handle.fileno(), 0, path.stat().st_size)
+    except OSError as exc:
+        path.unlink(missing_ok=True)
+        raise io_error(exc, path, needed) from None
+    return out

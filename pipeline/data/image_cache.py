@@ -17,7 +17,6 @@ The command (``pipeline.commands.images``): ``python -m pipeline images --manife
 
 from __future__ import annotations
 
-import fcntl
 import os
 import sys
 import time
@@ -68,6 +67,7 @@ class CachedImages:
             raise PipelineError(f"{self.path} is not a finished image cache entry (no "
                                 f"{entries.MANIFEST}); build it with `python -m pipeline images`.")
         self.key = self.path.name
+        entries.verify_entry(self.path)  # sizes always, contents once per process
         self.images = np.load(self.path / "images.npy", mmap_mode="r")
         index = pd.read_csv(self.path / "index.csv", dtype=str, keep_default_na=False)
         self.ids: list[str] = index["image"].tolist()
@@ -184,7 +184,7 @@ def _decode_into(entry: Path, todo: pd.DataFrame, *, size: tuple[int, int], crop
             raise ValueError("partial array of another layout")
         done = _done_rows(done_path, len(todo))
     except (OSError, ValueError):  # absent, or torn while being created
-        images = np.lib.format.open_memmap(partial, mode="w+", dtype=np.uint8, shape=shape)
+        images = cache.allocate_npy(partial, np.uint8, shape)
         done = set()
         done_path.unlink(missing_ok=True)
     rows = [r for r in range(len(todo)) if r not in done]
@@ -273,18 +273,16 @@ def build_image_cache(manifest: pd.DataFrame, cache_root: str | os.PathLike,
                   "decoder_version": DECODER_VERSION, "max_pixels": int(max_pixels)}
     entry = Path(cache_root) / cache.short_key(key_inputs)
     n_decoded, seconds = 0, 0.0
-    if not entries.entry_complete(entry):
-        entry.mkdir(parents=True, exist_ok=True)
-        with open(entry / ".lock", "w", encoding="utf-8") as lock:
-            # A concurrent build of the same entry (stages run side by side) holds the lock; wait
-            # for it, then reuse its result. The lock dies with its process, so none is stale.
-            fcntl.flock(lock, fcntl.LOCK_EX)
-            if not entries.entry_complete(entry):
-                n_decoded, seconds = _write_entry(
-                    entry, table, key_inputs, size=(width, height), crop=crop_black_frame,
-                    reduced=reduced_decode, n_jobs=n_jobs, skip_bad_images=skip_bad_images,
-                    progress=progress, chunk_size=chunk_size, workers_write=workers_write,
-                    max_pixels=max_pixels)
+    # A concurrent build of the same entry (stages run side by side) holds the lock; this one
+    # waits for it, then reuses its result.
+    with entries.claim(entry) as todo:
+        if todo:
+            entry.mkdir(parents=True, exist_ok=True)
+            n_decoded, seconds = _write_entry(
+                entry, table, key_inputs, size=(width, height), crop=crop_black_frame,
+                reduced=reduced_decode, n_jobs=n_jobs, skip_bad_images=skip_bad_images,
+                progress=progress, chunk_size=chunk_size, workers_write=workers_write,
+                max_pixels=max_pixels)
     return _finish(CachedImages(entry, n_decoded=n_decoded, decode_seconds=seconds), table,
                    skip_bad_images)
 
@@ -302,8 +300,7 @@ def _write_entry(entry: Path, table: pd.DataFrame, key_inputs: dict,
         raise _bad_image(_with_reasons(todo, bad_rows))
     if bad_rows:  # copy the good rows; the partial array keeps a hole for each bad one
         with cache.atomic_path(entry / "images.npy", suffix=".npy") as tmp:
-            out = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.uint8,
-                                            shape=(len(keep),) + images.shape[1:])
+            out = cache.allocate_npy(tmp, np.uint8, (len(keep),) + images.shape[1:])
             for i in range(0, len(keep), 256):
                 out[i:i + 256] = images[keep[i:i + 256]]
             out.flush()
@@ -318,13 +315,15 @@ def _write_entry(entry: Path, table: pd.DataFrame, key_inputs: dict,
     cache.write_csv(entry / "index.csv", index.assign(row=range(len(index))))
     skipped = pd.concat([unread, _with_reasons(todo, bad_rows)])
     (entry / "skipped.csv").unlink(missing_ok=True)
+    files = ["images.npy", "index.csv"]
     if len(skipped):
         cache.write_csv(entry / "skipped.csv",
                         skipped[["image", "path", "manifest_row", "reason"]].sort_values("image"))
+        files.append("skipped.csv")
     (entry / "done.txt").unlink()
     entries.finish_entry(entry, {**key_inputs, "n_images": len(keep), "n_skipped": len(skipped),
                                "pillow": Image.__version__, "resample": RESAMPLE.name,
-                               "reducing_gap": REDUCING_GAP})
+                               "reducing_gap": REDUCING_GAP}, files)
     return n_decoded, seconds
 
 

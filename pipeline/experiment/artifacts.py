@@ -9,6 +9,7 @@
 | ``finetuned.csv``            | ``finetune``| fine-tuned network entry per (source, design, fold)    |
 | ``features.csv``             | ``features``| feature entry per network                              |
 | ``predictions.csv``, ``metrics.csv`` | ``svm`` | the result-file contract                           |
+| ``runs.csv``                 | ``svm``     | each run's provenance (training/test image digests)    |
 | ``report.md`` + PNGs, ``comparisons.csv`` | ``report`` |                                           |
 
 Entries themselves (images, networks, features) live in the content-keyed cache
@@ -24,7 +25,7 @@ import pandas as pd
 from pipeline.cache.files import read_json
 from pipeline.errors import PipelineError
 from pipeline.experiment.config import Config
-from pipeline.protocol import parse_bool
+from pipeline.protocol import cell_name, parse_bool
 
 MAKE_TARGET = {
     "manifest.csv": "data",
@@ -35,6 +36,7 @@ MAKE_TARGET = {
     "features.csv": "features",
     "metrics.csv": "svm",
     "predictions.csv": "svm",
+    "runs.csv": "svm",
 }
 
 
@@ -67,11 +69,52 @@ def retinopathy_manifest(config: Config) -> pd.DataFrame:
 
 
 def folds(config: Config, design: str, table: pd.DataFrame | None = None) -> pd.DataFrame:
-    """The folds of one design, checked against the manifest."""
-    from pipeline.folds.table import read_folds
+    """The folds of one design, checked against the manifest and the experiment's scheme.
+
+    Raises:
+        PipelineError: the file breaks an invariant (``pipeline.folds.table.check_folds``), or it
+            holds another number of repeats than ``folds.repeats`` (a repeat deleted by hand
+            would silently drop runs), or another scheme than ``folds.scheme``.
+    """
+    from pipeline.folds.table import is_official, read_folds
 
     table = manifest(config) if table is None else table
-    return read_folds(require(config, f"folds/{design}.csv"), table, design)
+    path = require(config, f"folds/{design}.csv")
+    result = read_folds(path, table, design)
+    repeats = sorted(result["repeat"].unique().tolist())
+    scheme = config["folds"]["scheme"]
+    if scheme == "official" and not is_official(result):
+        raise PipelineError(f"{path} holds repeats {repeats}, not the official split (repeat 0) "
+                            f"that `folds.scheme = \"official\"` in {config.path} asks for; rerun "
+                            f"`make folds EXP={config.path}`.")
+    if scheme == "5x2" and repeats != list(range(1, config["folds"]["repeats"] + 1)):
+        raise PipelineError(f"{path} holds repeats {repeats}, but `folds.repeats` in "
+                            f"{config.path} is {config['folds']['repeats']}: every run of a "
+                            f"missing repeat would be left out without a word. Rerun `make folds "
+                            f"EXP={config.path}` (or restore the file).")
+    return result
+
+
+def check_runs(config: Config, runs: pd.DataFrame, table: pd.DataFrame | None = None) -> None:
+    """Refuse SVM results (``runs.csv``) whose runs trained or tested on other images than the
+    current folds give them: results gone stale after the folds changed."""
+    from pipeline.folds.table import half_ids, train_ids_digest
+
+    table = manifest(config) if table is None else table
+    current = {d: folds(config, d, table) for d in config.designs}
+    for run in runs.itertuples():
+        design_folds = current.get(run.design)
+        if design_folds is None:
+            continue
+        train = train_ids_digest(half_ids(design_folds, run.repeat, 3 - run.test_half))
+        test = train_ids_digest(half_ids(design_folds, run.repeat, run.test_half))
+        if (train, test) != (run.train_ids, run.test_ids):
+            raise PipelineError(
+                f"the SVM results in {config.path_of('metrics.csv')} are stale: run "
+                f"{cell_name(run.source, run.finetune)} {run.design} repeat {run.repeat} "
+                f"test half {run.test_half} used other images than "
+                f"{config.path_of(f'folds/{run.design}.csv')} gives it now. Rerun "
+                f"`make svm EXP={config.path}`.")
 
 
 def networks(config: Config) -> dict:

@@ -19,8 +19,9 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from pipeline.cache.entries import entry_complete, finish_entry
-from pipeline.cache.files import hash_json, read_json, short_key, write_json, write_text
+from pipeline.cache.entries import claim, entry_complete, finish_entry, verify_entry
+from pipeline.cache.files import (allocate_npy, hash_json, read_json, short_key, write_json,
+                                  write_text)
 from pipeline.console import log
 from pipeline.errors import PipelineError
 from pipeline.training import netstore
@@ -31,9 +32,15 @@ PROGRESS = "progress.json"
 CHUNK_BATCHES = 8  # batches between two progress saves
 
 
-def feature_key(net_entry: str | Path, images, ids: list[str]) -> dict:
-    """Everything that determines a feature entry, read from the network entry's manifest (so a
-    cached entry is found without building the network)."""
+def feature_key(net_entry: str | Path, images, ids: list[str], batch_size: int,
+                device: str = "cpu") -> dict:
+    """Everything that determines a feature entry's bytes, read from the network entry's manifest
+    (so a cached entry is found without building the network).
+
+    The batch size and the device kind are in the key because they change the float rounding of
+    the features (~2e-6 between batch sizes on the CPU), so the same config gives the same numbers
+    whatever the cache already held.
+    """
     from pipeline.models.registry import get_network
 
     net_entry = Path(net_entry)
@@ -41,12 +48,13 @@ def feature_key(net_entry: str | Path, images, ids: list[str]) -> dict:
     return {"digest": info["digest"], "network": info["network"],
             "layer": get_network(info["network"]).feature_layer, "input_size": info["input_size"],
             "width": info["width"], "mean": _listed(netstore.load_mean(net_entry)),
-            "images": images.key, "ids": hash_json(ids)}
+            "images": images.key, "ids": hash_json(ids), "batch_size": int(batch_size),
+            "device": device}
 
 
 def extract_features(net: netstore.StoredNetwork, images, ids: list[str], entry: Path, *,
-                     batch_size: int = 32, progress: bool = True, stop_after_chunks: int | None = None
-                     ) -> Path:
+                     batch_size: int = 32, device: str = "cpu", progress: bool = True,
+                     stop_after_chunks: int | None = None) -> Path:
     """Compute the feature layer's output for ``ids`` into the cache entry ``entry``.
 
     Args:
@@ -55,20 +63,31 @@ def extract_features(net: netstore.StoredNetwork, images, ids: list[str], entry:
         ids: image ids, in the row order of the result.
         entry: the entry folder; resumed when a partial result from an interrupted run is there.
         batch_size: images per forward pass.
+        device: ``"cpu"`` or ``"gpu"``, the kind of device computing (part of the key).
         progress: show a progress bar.
         stop_after_chunks: test hook: raise ``KeyboardInterrupt`` after this many saved chunks.
 
     Returns:
-        ``entry``, complete: ``features.npy`` of shape (len(ids), feature width), float32.
+        ``entry``, complete: ``features.npy`` of shape (len(ids), feature width), float32. Its
+        manifest records the training images of the network (``train_ids``), when it has them.
+
+    Another process extracting the same entry holds its lock; this one then waits and reuses
+    the result.
     """
+    inputs = feature_key(net.entry, images, ids, batch_size, device)
+    with claim(entry) as todo:
+        if todo:
+            _extract_into(net, images, ids, entry, inputs, batch_size, progress,
+                          stop_after_chunks)
+    return entry
+
+
+def _extract_into(net, images, ids, entry, inputs, batch_size, progress, stop_after_chunks):
     import tensorflow as tf
 
     from pipeline.models.build import feature_model
     from pipeline.models.preprocessing import preprocess
 
-    inputs = feature_key(net.entry, images, ids)
-    if entry_complete(entry):
-        return entry
     entry.mkdir(parents=True, exist_ok=True)
     fmodel = feature_model(net.model, net.spec)
     width = int(fmodel.output_shape[-1])
@@ -81,7 +100,7 @@ def extract_features(net: netstore.StoredNetwork, images, ids: list[str], entry:
         if state.get("key") == short_key(inputs) and state.get("shape") == [n, width]:
             done = int(state["done"])
     if done == 0:
-        out = np.lib.format.open_memmap(partial, mode="w+", dtype=np.float32, shape=(n, width))
+        out = allocate_npy(partial, np.float32, (n, width))
     else:
         out = np.load(partial, mmap_mode="r+")
         log(f"  resuming at image {done} of {n}")
@@ -122,8 +141,8 @@ def extract_features(net: netstore.StoredNetwork, images, ids: list[str], entry:
     os.replace(partial, entry / FEATURES)
     write_text(entry / "images.txt", "\n".join(ids) + "\n")
     (entry / PROGRESS).unlink()
-    finish_entry(entry, {**inputs, "n_images": n, "width": width})
-    return entry
+    finish_entry(entry, {**inputs, "n_images": n, "width": width,
+                         "train_ids": net.info.get("train_ids")}, [FEATURES, "images.txt"])
 
 
 def load_features(entry: str | Path) -> tuple[np.ndarray, list[str]]:
@@ -134,6 +153,7 @@ def load_features(entry: str | Path) -> tuple[np.ndarray, list[str]]:
     entry = Path(entry)
     if not entry_complete(entry):
         raise PipelineError(f"feature entry {entry} is missing or incomplete; run `make features`.")
+    verify_entry(entry)
     ids = (entry / "images.txt").read_text(encoding="utf-8").split()
     return np.load(entry / FEATURES, mmap_mode="r"), ids
 

@@ -17,7 +17,7 @@ from itertools import combinations
 import numpy as np
 import pandas as pd
 
-from pipeline.cache.files import write_csv
+from pipeline.cache.files import hash_json, write_csv
 from pipeline.data.designs import apply_design, get_design
 from pipeline.errors import PipelineError
 
@@ -265,6 +265,17 @@ def read_folds(path: str | os.PathLike, manifest: pd.DataFrame, design: str, *,
                             "`python -m pipeline folds`.") from None
     check_folds(folds, manifest, design, tolerance=tolerance, source=str(path))
     return typed_folds(folds, str(path))
+
+
+def half_ids(folds: pd.DataFrame, repeat: int, half: int) -> list[str]:
+    """The images of one half of one repeat, in the folds table's order."""
+    return folds.loc[(folds["repeat"] == repeat) & (folds["half"] == half), "image"].tolist()
+
+
+def train_ids_digest(ids) -> str:
+    """The digest of a run's training images (ids in folds order): the provenance that fine-tuned
+    networks, feature entries and SVM runs record and check against the current folds."""
+    return hash_json([str(i) for i in ids])
 
 
 def counts_per_half(folds: pd.DataFrame, manifest: pd.DataFrame, design: str) -> pd.DataFrame:

@@ -26,3 +26,9 @@ def select_device() -> str:
         return "/GPU:0"
     log.info("TensorFlow sees no GPU; networks run on the CPU (%d cores)", os.cpu_count() or 1)
     return "/CPU:0"
+
+
+def device_kind() -> str:
+    """``"gpu"`` when TensorFlow sees a GPU, else ``"cpu"``: part of the cache keys of trained
+    networks and features, since the two compute different float roundings."""
+    return "gpu" if select_device() == "/GPU:0" else "cpu"

@@ -6,8 +6,9 @@ cache and writes the feature layer's output (fc7 after ReLU, dropout off) into t
 (``pipeline.features.extraction``): one entry per network and image list, never recomputed, resumed
 from its last saved chunk when interrupted.
 
-Writes ``features.csv``: ``source, finetune, design, repeat, train_half, entry`` (``design`` empty
-and ``repeat``/``train_half`` 0 for a source network shared by every design and fold).
+Writes ``features.csv``: ``source, finetune, design, repeat, train_half, train_ids, entry``
+(``design`` and ``train_ids`` empty and ``repeat``/``train_half`` 0 for a source network shared by
+every design and fold).
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from pipeline.data.designs import apply_design
 from pipeline.experiment import artifacts
 from pipeline.experiment.config import add_config_arguments, config_from_args
 from pipeline.features.extraction import extract_features, feature_key
+from pipeline.models.device import device_kind
 from pipeline.protocol import cell_name
 from pipeline.training import netstore
 
@@ -44,22 +46,25 @@ def run(args: argparse.Namespace) -> int:
     for cell in (c for c in config.cells if not c.finetune):
         if sources[cell.source]["status"] == "ok":
             jobs.append(({"source": cell.source, "finetune": False, "design": "", "repeat": 0,
-                          "train_half": 0}, sources[cell.source]["entry"], table["image"].tolist()))
+                          "train_half": 0, "train_ids": ""}, sources[cell.source]["entry"],
+                         table["image"].tolist()))
     if any(c.finetune for c in config.cells):
         finetuned = artifacts.read_index(config, "finetuned.csv")
         design_ids = {d: apply_design(table, d)["image"].tolist() for d in config.designs}
         for row in finetuned.itertuples():
             jobs.append(({"source": row.source, "finetune": True, "design": row.design,
-                          "repeat": int(row.repeat), "train_half": int(row.train_half)},
-                         row.entry, design_ids[row.design]))
-    batch_size = config["extract"]["batch_size"]
+                          "repeat": int(row.repeat), "train_half": int(row.train_half),
+                          "train_ids": row.train_ids}, row.entry, design_ids[row.design]))
+    batch_size, device = config["extract"]["batch_size"], device_kind()
     rows, started, computed, n_images = [], time.perf_counter(), 0, 0
     for number, (row, net_entry, ids) in enumerate(jobs, start=1):
-        entry = config.cache_dir / "features" / short_key(feature_key(net_entry, images, ids))
+        key = feature_key(net_entry, images, ids, batch_size, device)
+        entry = config.cache_dir / "features" / short_key(key)
         if not entry_complete(entry):
             log(f"features [{number}/{len(jobs)}] {cell_name(row['source'], row['finetune'])} "
                 f"{row['design']} {row['repeat']}/{row['train_half']}: {len(ids)} images")
-            extract_features(netstore.load(net_entry), images, ids, entry, batch_size=batch_size)
+            extract_features(netstore.load(net_entry), images, ids, entry, batch_size=batch_size,
+                             device=device)
             computed += 1
             n_images += len(ids)
         rows.append({**row, "entry": str(entry)})
@@ -67,6 +72,7 @@ def run(args: argparse.Namespace) -> int:
     log(f"features: {len(jobs)} feature entries, {computed} computed"
         + (f" ({n_images / elapsed:.1f} images/s)" if computed else " (all cached)"))
     write_csv(config.path_of("features.csv"), pd.DataFrame(
-        rows, columns=["source", "finetune", "design", "repeat", "train_half", "entry"]))
+        rows, columns=["source", "finetune", "design", "repeat", "train_half", "train_ids",
+                       "entry"]))
     return 0
 

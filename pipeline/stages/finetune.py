@@ -6,7 +6,9 @@ outputs and retrains the whole network on the fold's training half with the pape
 (``pipeline.training.train``). ``none+ft`` is therefore training from scratch on the target. Entries are
 keyed by the source network's weights, the training images and labels, the recipe and the seed
 (``pipeline.training.netstore``); finished ones are never retrained, and an interrupted run resumes from its
-last completed epoch. Writes ``finetuned.csv``: ``source, design, repeat, train_half, entry``.
+last completed epoch. Writes ``finetuned.csv``: ``source, design, repeat, train_half, train_ids,
+entry`` (``train_ids``: the digest of the training images, which the ``svm`` stage checks against
+the current folds).
 """
 
 from __future__ import annotations
@@ -17,13 +19,14 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from pipeline.cache.entries import entry_complete
+from pipeline.cache.entries import claim
 from pipeline.cache.files import hash_json, read_json, write_csv
 from pipeline.console import log
 from pipeline.data.designs import apply_design, get_design
 from pipeline.experiment import artifacts
 from pipeline.experiment.config import Config, add_config_arguments, config_from_args
-from pipeline.folds.table import fold_runs
+from pipeline.folds.table import fold_runs, half_ids, train_ids_digest
+from pipeline.models.device import device_kind
 from pipeline.protocol import IMAGENET_SOURCES
 from pipeline.training import netstore
 
@@ -49,16 +52,18 @@ def finetune_one(config: Config, source_entry: Path, images, table: pd.DataFrame
                   "source": info["source"], "source_digest": info["digest"],
                   "design": design, "classes": list(classes), "images": images.key,
                   "ids_labels": hash_json([train_ids, labels.tolist()]), "recipe": recipe.as_dict(),
-                  "seed": config.seed, "mean": None if mean is None else np.asarray(mean).tolist()}
+                  "seed": config.seed, "mean": None if mean is None else np.asarray(mean).tolist(),
+                  "train_ids": train_ids_digest(train_ids), "device": device_kind()}
     entry = artifacts.network_entry(config, key_inputs)
-    if entry_complete(entry):
-        log(f"finetune {tag}: cached")
-        return entry
-    log(f"finetune {tag}: {len(train_ids)} images, {recipe.epochs} epochs")
-    source_net = netstore.load(source_entry)
-    model = replace_head(source_net.model, source_net.spec, len(classes), seed=config.seed)
-    netstore.train_and_save(entry, model, source_net.spec, pixels, labels, mean, recipe,
-                            config.seed, key_inputs)
+    with claim(entry) as todo:
+        if not todo:
+            log(f"finetune {tag}: cached")
+            return entry
+        log(f"finetune {tag}: {len(train_ids)} images, {recipe.epochs} epochs")
+        source_net = netstore.load(source_entry)
+        model = replace_head(source_net.model, source_net.spec, len(classes), seed=config.seed)
+        netstore.train_and_save(entry, model, source_net.spec, pixels, labels, mean, recipe,
+                                config.seed, key_inputs)
     return entry
 
 
@@ -84,12 +89,13 @@ def run(args: argparse.Namespace) -> int:
             labelled = apply_design(table, design)
             folds = artifacts.folds(config, design, table)
             for repeat, half, _ in fold_runs(folds):
-                ids = folds.loc[(folds["repeat"] == repeat) & (folds["half"] == half), "image"]
+                ids = half_ids(folds, repeat, half)
                 tag = f"{cell.name} {design} repeat {repeat} half {half}"
-                entry = finetune_one(config, source_entry, images, labelled, ids.tolist(), design,
-                                     tag)
+                entry = finetune_one(config, source_entry, images, labelled, ids, design, tag)
                 rows.append({"source": cell.source, "design": design, "repeat": int(repeat),
-                             "train_half": half, "entry": str(entry)})
+                             "train_half": half, "train_ids": train_ids_digest(ids),
+                             "entry": str(entry)})
     write_csv(config.path_of("finetuned.csv"),
-              pd.DataFrame(rows, columns=["source", "design", "repeat", "train_half", "entry"]))
+              pd.DataFrame(rows, columns=["source", "design", "repeat", "train_half", "train_ids",
+                                          "entry"]))
     return 0

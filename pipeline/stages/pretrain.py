@@ -22,11 +22,12 @@ from pathlib import Path
 
 import numpy as np
 
-from pipeline.cache.entries import entry_complete
+from pipeline.cache.entries import claim
 from pipeline.cache.files import hash_json, write_json
 from pipeline.console import log
 from pipeline.errors import WeightsUnavailable
 from pipeline.experiment import artifacts
+from pipeline.models.device import device_kind
 from pipeline.experiment.config import Config, add_config_arguments, config_from_args
 from pipeline.protocol import IMAGENET_SOURCES, RETINOPATHY_SOURCES, pretrain_order
 from pipeline.training import netstore
@@ -75,15 +76,18 @@ def train_on_retinopathy(config: Config, model, spec, mean, pretrained: bool, in
     key_inputs = {**arch, "stage": "pretrain", "source": source, "init": init_digest,
                   "images": images.key, "ids_labels": hash_json([images.ids, y.tolist()]),
                   "recipe": recipe.as_dict(), "seed": config.seed,
-                  "mean": None if mean is None else np.asarray(mean).tolist()}
+                  "mean": None if mean is None else np.asarray(mean).tolist(),
+                  "device": device_kind()}
     entry = artifacts.network_entry(config, key_inputs)
-    if entry_complete(entry):
-        log(f"pretrain {source}: cached in {entry}")
-        return entry
-    model = replace_head(model, spec, RETINOPATHY_CLASSES, seed=config.seed)
-    log(f"pretrain {source}: training on {len(y)} Retinopathy images "
-        f"({np.bincount(y, minlength=5).tolist()} per grade), {recipe.epochs} epochs")
-    netstore.train_and_save(entry, model, spec, pixels, y, mean, recipe, config.seed, key_inputs)
+    with claim(entry) as todo:
+        if not todo:
+            log(f"pretrain {source}: cached in {entry}")
+            return entry
+        model = replace_head(model, spec, RETINOPATHY_CLASSES, seed=config.seed)
+        log(f"pretrain {source}: training on {len(y)} Retinopathy images "
+            f"({np.bincount(y, minlength=5).tolist()} per grade), {recipe.epochs} epochs")
+        netstore.train_and_save(entry, model, spec, pixels, y, mean, recipe, config.seed,
+                                key_inputs)
     return entry
 
 
@@ -104,11 +108,13 @@ def pretrain_source(config: Config, source: str) -> Path:
     key_inputs = {**arch, "stage": "pretrain", "source": source, "init": init_digest,
                   "mean": None if mean is None else np.asarray(mean).tolist()}
     entry = artifacts.network_entry(config, key_inputs)
-    if entry_complete(entry):
-        log(f"pretrain {source}: cached in {entry}")
-        return entry
-    log(f"pretrain {source}: {'ImageNet weights' if source == 'imagenet' else 'orthogonal init'}")
-    return netstore.save(entry, model, mean, key_inputs)
+    with claim(entry) as todo:
+        if not todo:
+            log(f"pretrain {source}: cached in {entry}")
+            return entry
+        log(f"pretrain {source}: "
+            f"{'ImageNet weights' if source in IMAGENET_SOURCES else 'orthogonal init'}")
+        return netstore.save(entry, model, mean, key_inputs)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

@@ -124,6 +124,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     config = config_from_args(args)
     metrics, predictions = read_results(config)
+    runs = artifacts.read_index(config, "runs.csv")
+    artifacts.check_runs(config, runs)
     faithful = _faithful(config) and config["network"]["name"] == "vgg-m"
     path = write_report(
         config.output_dir, metrics, predictions, manifest=artifacts.manifest(config),

@@ -9,7 +9,13 @@ half and scores the test half (``pipeline.classifiers.svm``). It writes the resu
   ``score`` for 2-class designs (higher = positive) or ``score_<class>`` per class for the 3-class
   design;
 - ``metrics.csv``: ``source, finetune, design, repeat, test_half, auc, auc_ovr, ap, accuracy,
-  sensitivity, specificity, f1, n_train, n_test, C``.
+  sensitivity, specificity, f1, n_train, n_test, C``;
+- ``runs.csv``: each run's provenance, ``source, finetune, design, repeat, test_half, train_ids,
+  test_ids, features`` (digests of its training and test images, its feature entry), which the
+  report checks against the current folds.
+
+A fine-tuned cell's features are refused unless the network was fine-tuned on exactly the images
+the current folds put in that training half.
 
 It never imports TensorFlow (features are memory-mapped ``.npy`` files), so it starts in about a
 second and reruns alone when only ``[svm]`` settings change. Runs go in parallel on every core.
@@ -34,7 +40,8 @@ from pipeline.evaluation.metrics import cell_metrics
 from pipeline.experiment import artifacts
 from pipeline.experiment.config import add_config_arguments, config_from_args
 from pipeline.features.extraction import load_features
-from pipeline.folds.table import fold_runs
+from pipeline.cache.entries import verify_entry
+from pipeline.folds.table import fold_runs, half_ids, train_ids_digest
 from pipeline.protocol import cell_name
 
 RESULT_KEYS = ["source", "finetune", "design", "repeat", "test_half"]
@@ -70,6 +77,7 @@ def plan_runs(config, cells, features_index: pd.DataFrame, folds_by_design: dict
     """
     entries = {(r.source, bool(r.finetune), r.design, int(r.repeat), int(r.train_half)): r.entry
                for r in features_index.itertuples()}
+    folds_file = {d: config.path_of(f"folds/{d}.csv") for d in config.designs}
     runs = []
     for cell in cells:
         for design in config.designs:
@@ -81,9 +89,27 @@ def plan_runs(config, cells, features_index: pd.DataFrame, folds_by_design: dict
                         f"features for cell {cell.name}, design {design}, repeat {repeat}, "
                         f"training half {train_half} are missing from "
                         f"{config.path_of('features.csv')}; run `make features EXP={config.path}`.")
+                if cell.finetune:
+                    _check_provenance(entries[key], folds_by_design[design], repeat, train_half,
+                                      f"cell {cell.name}, design {design}, repeat {repeat}, "
+                                      f"training half {train_half}", folds_file[design], config)
                 runs.append(Run(cell.source, cell.finetune, design, repeat, test_half,
                                 entries[key]))
     return runs
+
+
+def _check_provenance(features: str, folds: pd.DataFrame, repeat: int, train_half: int,
+                      what: str, folds_file, config) -> None:
+    """Refuse features of a network fine-tuned on other images than the fold's training half."""
+    recorded = verify_entry(features).get("train_ids")
+    current = train_ids_digest(half_ids(folds, repeat, train_half))
+    if recorded != current:
+        raise PipelineError(
+            f"the features of {what} come from a network fine-tuned on other images than "
+            f"{folds_file} now puts in that training half (the folds changed after fine-tuning, "
+            "so the network would score images it was trained on). Rerun "
+            f"`make finetune features svm EXP={config.path}` (make does so by itself when the "
+            "folds file is newer).")
 
 
 def run_one(run: Run, folds: pd.DataFrame, labels: pd.Series, svm: dict, seed: int,
@@ -99,13 +125,14 @@ def run_one(run: Run, folds: pd.DataFrame, labels: pd.Series, svm: dict, seed: i
         threshold: decision threshold of the 2-class metrics.
 
     Returns:
-        The ``metrics.csv`` row and the ``predictions.csv`` rows of the run.
+        The ``metrics.csv`` row, the ``predictions.csv`` rows and the ``runs.csv`` row (the run's
+        provenance: digests of its training and test images, its feature entry).
     """
     X, ids = load_features(run.features)
     row_of = pd.Series(np.arange(len(ids)), index=ids)
-    fold = folds[folds["repeat"] == run.repeat]
-    train_ids = fold.loc[fold["half"] != run.test_half, "image"].to_numpy()
-    test_ids = fold.loc[fold["half"] == run.test_half, "image"].to_numpy()
+    # Two halves per repeat: the run trains on the one it does not test on.
+    train_ids = np.array(half_ids(folds, run.repeat, 3 - run.test_half), dtype=object)
+    test_ids = np.array(half_ids(folds, run.repeat, run.test_half), dtype=object)
     missing = [i for i in np.concatenate([train_ids, test_ids]) if i not in row_of.index]
     if missing:
         raise PipelineError(f"feature entry {run.features} lacks {len(missing)} images of run "
@@ -129,7 +156,9 @@ def run_one(run: Run, folds: pd.DataFrame, labels: pd.Series, svm: dict, seed: i
     else:
         score_columns = {f"score_{c}": scores[:, k] for k, c in enumerate(classes)}
     predictions = pd.DataFrame({**keys, "image": test_ids, "y_true": y_test, **score_columns})
-    return row, predictions
+    provenance = {**keys, "train_ids": train_ids_digest(train_ids),
+                  "test_ids": train_ids_digest(test_ids), "features": run.features}
+    return row, predictions, provenance
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -153,14 +182,17 @@ def run(args: argparse.Namespace) -> int:
         delayed(run_one)(r, folds[r.design], labels[r.design], svm, config.seed,
                          config["report"]["threshold"])
         for r in tqdm(runs, desc="svm", unit="run", file=sys.stderr))
-    metrics = pd.DataFrame([row for row, _ in results],
+    metrics = pd.DataFrame([row for row, _, _ in results],
                            columns=RESULT_KEYS + METRIC_COLUMNS + ["n_train", "n_test", "C"])
-    predictions = pd.concat([p for _, p in results], ignore_index=True) if results else \
+    predictions = pd.concat([p for _, p, _ in results], ignore_index=True) if results else \
         pd.DataFrame(columns=RESULT_KEYS + ["image", "y_true", "score"])
+    runs_table = pd.DataFrame([r for _, _, r in results],
+                              columns=RESULT_KEYS + ["train_ids", "test_ids", "features"])
     score_columns = [c for c in predictions.columns if c.startswith("score")]
     predictions = predictions[RESULT_KEYS + ["image", "y_true"] + sorted(score_columns)]
     write_csv(config.path_of("predictions.csv"), predictions)
-    write_csv(config.path_of("metrics.csv"), metrics)
+    write_csv(config.path_of("runs.csv"), runs_table)
+    write_csv(config.path_of("metrics.csv"), metrics)  # last: the make target
     print(f"svm: {len(runs)} runs ({len(cells)} cells x {len(config.designs)} designs) in "
           f"{time.perf_counter() - started:.1f} s -> {config.path_of('metrics.csv')}",
           file=sys.stderr)

@@ -11,14 +11,14 @@ change retrains exactly what it affects.
 from __future__ import annotations
 
 import hashlib
-import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from pipeline.cache.entries import entry_complete, finish_entry
-from pipeline.cache.files import atomic_path, read_json, save_npy, short_key
+from pipeline import console
+from pipeline.cache.entries import entry_complete, finish_entry, remove_tree, verify_entry
+from pipeline.cache.files import atomic_path, save_npy, short_key
 from pipeline.errors import PipelineError
 
 
@@ -54,10 +54,12 @@ def save(entry: Path, model, mean: np.ndarray, inputs: dict) -> Path:
     entry.mkdir(parents=True, exist_ok=True)
     with atomic_path(entry / "model.weights.h5") as tmp:
         model.save_weights(tmp)
+    files = ["model.weights.h5"]
     if mean is not None:
         save_npy(entry / "mean.npy", np.asarray(mean, dtype=np.float32).reshape(3))
+        files.append("mean.npy")
     finish_entry(entry, {**inputs, "classes": int(model.output_shape[-1]),
-                         "digest": weights_digest(model)})
+                         "digest": weights_digest(model)}, files)
     return entry
 
 
@@ -69,7 +71,7 @@ def load(entry: str | Path) -> StoredNetwork:
     if not entry_complete(entry):
         raise PipelineError(f"network entry {entry} is missing or incomplete (no manifest.json); "
                             "rerun `make pretrain` / `make finetune` to rebuild it.")
-    info = read_json(entry / "manifest.json")
+    info = verify_entry(entry)
     spec = get_network(info["network"])
     # Keras' default init, not the (slow) orthogonal one: every weight is overwritten next, and
     # load_weights fails loudly on any mismatch, so nothing random survives.
@@ -112,10 +114,10 @@ def train_and_save(entry: Path, model, spec, pixels: np.ndarray, labels: np.ndar
     partial = entry.with_name(entry.name + ".partial")
     result = train_classifier(model, pixels, labels, recipe=recipe,
                               preprocess=lambda x: preprocess(spec, x, mean), seed=seed,
-                              workdir=partial, log=None)
+                              workdir=partial, log=None, notify=console.log)
     save(entry, model, mean, {**inputs, "best_epoch": result.best_epoch,
                               "best_val_loss": result.best_val_loss,
                               "images_per_second": result.images_per_second,
                               "history": result.history})
-    shutil.rmtree(partial, ignore_errors=True)
+    remove_tree(partial, entry.parent)
     return entry

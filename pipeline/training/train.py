@@ -108,7 +108,8 @@ def split_validation(y: np.ndarray, fraction: float, seed: int) -> tuple[np.ndar
 def train_classifier(model: keras.Model, images: np.ndarray, y: np.ndarray, *, recipe: TrainRecipe,
                      preprocess: Callable[[tf.Tensor], tf.Tensor], seed: int, workdir: Path,
                      progress: bool = True, log: Callable[[str], None] | None = None,
-                     on_epoch_end: Callable[[dict], None] | None = None) -> TrainResult:
+                     on_epoch_end: Callable[[dict], None] | None = None,
+                     notify: Callable[[str], None] | None = None) -> TrainResult:
     """Train ``model`` in place with ``recipe``; on return it holds the best validation weights.
 
     Determinism: the function calls ``keras.utils.set_random_seed(seed)`` (Python, NumPy's global
@@ -138,6 +139,8 @@ def train_classifier(model: keras.Model, images: np.ndarray, y: np.ndarray, *, r
         workdir: folder for the checkpoint (created if missing).
         progress: show a tqdm bar over epochs.
         log: receives one line per epoch (default: this module's logger at INFO).
+        notify: receives what the person running the stage must see, e.g. that an interrupted
+            run resumes (default: ``log``).
         on_epoch_end: called with the epoch's history row after its checkpoint is written
             (tests raise ``KeyboardInterrupt`` here to simulate an interrupted run).
 
@@ -169,7 +172,8 @@ def train_classifier(model: keras.Model, images: np.ndarray, y: np.ndarray, *, r
         workdir.mkdir(parents=True, exist_ok=True)
         state = load_checkpoint(workdir / CHECKPOINT, identity, model, optimizer)
         if state["epoch"]:
-            log(f"resuming from {workdir / CHECKPOINT} after epoch {state['epoch']}")
+            (notify or log)(f"resuming from {workdir / CHECKPOINT} after epoch {state['epoch']} "
+                            f"of {recipe.epochs}")
         _run_epochs(model, optimizer, images, y, train_idx, val_idx, classes, recipe, preprocess,
                     seed, workdir, identity, state, progress, log, on_epoch_end)
         if state["best"] is not None:

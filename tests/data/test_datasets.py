@@ -110,7 +110,7 @@ def test_derm7pt_unknown_diagnosis_names_value_file_and_row(tmp_path):
     message = str(err.value)
     assert "unknown diagnosis 'melanoma (very thick)'" in message
     assert f"{tmp_path / 'meta' / 'meta.csv'}, row 4" in message
-    assert "pipeline/vocabulary.py" in message and "reed or spitz nevus" in message
+    assert "pipeline/data/vocabulary.py" in message and "reed or spitz nevus" in message
 
 
 def test_derm7pt_bad_difficulty(tmp_path):
@@ -135,7 +135,7 @@ def test_vocabulary_error_for_unknown_value():
     with pytest.raises(PipelineError) as err:
         categorize("xyz", file="labels.csv", row=7)
     assert str(err.value).startswith("unknown diagnosis 'xyz' in labels.csv, row 7: add it to "
-                                     "pipeline/vocabulary.py (known: ")
+                                     "pipeline/data/vocabulary.py (known: ")
 
 
 def test_values_decided_by_the_published_label():

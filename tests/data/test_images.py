@@ -295,7 +295,7 @@ def test_interrupted_build_resumes(tmp_path, monkeypatch):
     with pytest.raises(KeyboardInterrupt):
         build_image_cache(manifest, tmp_path / "cache", 16, n_jobs=1, progress=False,
                           chunk_size=chunk)
-    entries = list((tmp_path / "cache").iterdir())
+    entries = [p for p in (tmp_path / "cache").iterdir() if p.is_dir()]  # and its .lock
     assert len(entries) == 1 and not (entries[0] / "images.npy").exists()
     monkeypatch.setattr(image_cache, "load_image", original)
     resumed = build_image_cache(manifest, tmp_path / "cache", 16, n_jobs=1, progress=False,
