@@ -21,7 +21,7 @@ from typing import Callable, Sequence
 import pandas as pd
 
 from pipeline.data.manifest import MANIFEST_COLUMNS
-from pipeline.data.published import check_rows, read_published_csv, where
+from pipeline.data.published import check_rows, inside_root, read_published_csv, where
 from pipeline.data.vocabulary import (
     BENIGN,
     DIFFICULTY_LEVELS,
@@ -101,6 +101,7 @@ def _derm7pt(root: Path, *, keep_acral: bool = False) -> pd.DataFrame:
         if not row["derm"]:
             raise PipelineError(f"{where(row)} has no dermoscopic image (column 'derm' is empty)")
         derm = PurePosixPath(row["derm"].replace("\\", "/"))
+        inside_root(root / "images", str(derm), row, "derm")
         image = str(derm.with_suffix(""))
         path, found = finder.find([derm.name], [root / "images" / derm.parent])
         return dict(image=image, path=path, diagnosis=row["diagnosis"],
@@ -278,7 +279,7 @@ def _generic_csv(root: Path) -> pd.DataFrame:
 
     ``root`` is the CSV file, or a folder holding exactly one. Without a ``path`` column, images
     are ``<image>`` or ``<image>.jpg/.png/.jpeg/.tif`` in the CSV's folder; ``path`` values are
-    relative to that folder (or absolute).
+    relative to that folder and must stay inside it.
     """
     csv = _generic_table(root)
     table = read_published_csv(csv, ("image", "diagnosis"))
@@ -286,7 +287,8 @@ def _generic_csv(root: Path) -> pd.DataFrame:
 
     def make(row: dict) -> dict:
         if row.get("path"):
-            path, found = str(csv.parent / row["path"]), (csv.parent / row["path"]).is_file()
+            target = inside_root(csv.parent, row["path"], row, "path")
+            path, found = str(target), target.is_file()
         else:
             path, found = finder.find([row["image"] + e for e in _GENERIC_EXTENSIONS], [csv.parent])
         return dict(image=row["image"], path=path, diagnosis=row["diagnosis"],
@@ -369,7 +371,9 @@ def build_manifest(dataset: str, root: str | os.PathLike, *, keep_acral: bool = 
                             + (f" once {dropped} are excluded" if dropped else ""))
     check_rows(frame, check_images)
     extras = [c for c in frame.columns if c not in MANIFEST_COLUMNS and not c.startswith("_")]
+    rows = [f"{f}, row {r}" for f, r in zip(frame["_file"], frame["_row"])]
     frame = frame[list(MANIFEST_COLUMNS) + extras].astype(str).reset_index(drop=True)
+    frame["_where"] = rows  # the label file's row, for errors about the row's image
     frame.attrs = {"dataset": dataset, "excluded": excluded, "images_checked": check_images}
     return frame
 

@@ -5,7 +5,7 @@ writes one cache entry per (image ids and file contents, size, options):
 
     <cache_root>/<key>/images.npy     uint8 array of shape (n_images, height, width, 3)
                        index.csv      image, path, sha256, row (the row of images.npy)
-                       skipped.csv    image, path, manifest_row, reason (when images were skipped)
+                       skipped.csv    image, path, row, reason (when images were skipped; row: file, row)
                        manifest.json  the inputs of the key; written last: marks the entry complete
 
 Each image is decoded by ``pipeline.data.images.load_image`` (size order, resampling and bad-image rules
@@ -56,7 +56,7 @@ class CachedImages:
         key: the entry's key.
         images: memory-mapped uint8 array of shape (n_images, height, width, 3).
         ids: image ids in row order.
-        skipped: table of the skipped images (image, path, manifest_row, reason); empty if none.
+        skipped: table of the skipped images (image, path, row, reason); empty if none.
         n_decoded: images decoded by the build that returned this object (0 when it was cached).
         decode_seconds: wall time of that decoding.
     """
@@ -74,7 +74,7 @@ class CachedImages:
         self._rows = {image: row for row, image in enumerate(self.ids)}
         skipped = self.path / "skipped.csv"
         self.skipped = (pd.read_csv(skipped, dtype=str, keep_default_na=False) if skipped.is_file()
-                        else pd.DataFrame(columns=["image", "path", "manifest_row", "reason"]))
+                        else pd.DataFrame(columns=["image", "path", "row", "reason"]))
         self.n_decoded, self.decode_seconds = n_decoded, decode_seconds
 
     def __len__(self) -> int:
@@ -128,23 +128,25 @@ def _decode_chunk(rows: list[int], paths: list[str], size: tuple[int, int], crop
 
 
 def _bad_image(bad: pd.DataFrame) -> PipelineError:
-    """The error for the first row of ``bad`` (columns image, manifest_row, abspath, reason)."""
+    """The error for the first row of ``bad`` (columns image, row, abspath, reason)."""
     first = bad.iloc[0]
     more = f" ({len(bad) - 1} more bad image(s) in this manifest)" if len(bad) > 1 else ""
-    return PipelineError(f"image {first['image']!r} (manifest row {first['manifest_row']}, file "
-                         f"{first['abspath']}) cannot be used: {first['reason']}{more}. "
-                         f"Fix: {_FIX}.")
+    return PipelineError(f"image {first['image']!r} ({first['row']}, file {first['abspath']}) "
+                         f"cannot be used: {first['reason']}{more}. Fix: {_FIX}.")
 
 
-def _csv_rows(index: pd.Index) -> list:
-    """Manifest rows as ``read_manifest`` counts them: the header is row 1, data row i is i + 2."""
-    if pd.api.types.is_integer_dtype(index):
-        return [int(i) + 2 for i in index]
-    return index.tolist()
+def _rows_of(manifest: pd.DataFrame) -> list[str]:
+    """Where each image's row is, for messages: the table's own ``_where`` (the label file's row,
+    from ``build_manifest``/``read_manifest``), else the manifest row (header = row 1)."""
+    if "_where" in manifest.columns:
+        return manifest["_where"].astype(str).tolist()
+    if pd.api.types.is_integer_dtype(manifest.index):
+        return [f"manifest row {int(i) + 2}" for i in manifest.index]
+    return [f"manifest row {i}" for i in manifest.index]
 
 
 def _hashed_table(manifest: pd.DataFrame, n_jobs: int, progress: bool) -> pd.DataFrame:
-    """image, path, abspath, manifest_row, sha256 (None if unreadable), reason; sorted by image."""
+    """image, path, abspath, row, sha256 (None if unreadable), reason; sorted by image."""
     for column in ("image", "abspath"):
         if column not in manifest.columns:
             raise PipelineError(f"the manifest table has no {column!r} column (columns: "
@@ -155,7 +157,7 @@ def _hashed_table(manifest: pd.DataFrame, n_jobs: int, progress: bool) -> pd.Dat
     table = pd.DataFrame({"image": manifest["image"].astype(str).to_numpy(),
                           "path": manifest.get("path", manifest["abspath"]).astype(str).to_numpy(),
                           "abspath": manifest["abspath"].astype(str).to_numpy(),
-                          "manifest_row": _csv_rows(manifest.index)})
+                          "row": _rows_of(manifest)})
     repeated = table["image"][table["image"].duplicated()].unique().tolist()
     if repeated:
         raise PipelineError(f"image ids must be unique in the manifest; repeated: {repeated[:5]}. "
@@ -318,7 +320,7 @@ def _write_entry(entry: Path, table: pd.DataFrame, key_inputs: dict,
     files = ["images.npy", "index.csv"]
     if len(skipped):
         cache.write_csv(entry / "skipped.csv",
-                        skipped[["image", "path", "manifest_row", "reason"]].sort_values("image"))
+                        skipped[["image", "path", "row", "reason"]].sort_values("image"))
         files.append("skipped.csv")
     (entry / "done.txt").unlink()
     entries.finish_entry(entry, {**key_inputs, "n_images": len(keep), "n_skipped": len(skipped),

@@ -82,4 +82,5 @@ def read_manifest(path: str | os.PathLike) -> pd.DataFrame:
                                 f"{allowed} ({int(bad.sum())} such rows)")
     folder = path.parent.absolute()
     table["abspath"] = [os.path.normpath(os.path.join(folder, p)) for p in table["path"]]
+    table["_where"] = [f"{path}, row {r}" for r in table["_row"]]  # for messages
     return table.drop(columns=["_row", "_file"])

@@ -26,6 +26,7 @@ def read_published_csv(path: Path, required: Sequence[str] = (), names: Sequence
     """
     if not path.is_file():
         raise PipelineError(f"{path} not found: is --root the dataset's folder as published?")
+    _check_utf8(path)
     try:
         with warnings.catch_warnings():  # a row longer than the header would lose data: refuse
             warnings.simplefilter("error", pd.errors.ParserWarning)
@@ -48,8 +49,40 @@ def read_published_csv(path: Path, required: Sequence[str] = (), names: Sequence
     return table[(table.drop(columns=["_row", "_file"]) != "").any(axis=1)].reset_index(drop=True)
 
 
+def _check_utf8(path: Path) -> None:
+    """Refuse a table that is not UTF-8, naming the row and the byte (pandas names neither)."""
+    data = path.read_bytes()
+    try:
+        data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        row = data.count(b"\n", 0, exc.start) + 1
+        bad = data[exc.start:exc.start + 1].hex()
+        raise PipelineError(
+            f"{path} is not UTF-8 text: row {row} has the byte 0x{bad} (at offset {exc.start}), "
+            "which UTF-8 does not allow. Re-save the file as UTF-8, e.g. `iconv -f latin1 -t "
+            f"utf-8 {path.name} > fixed.csv` when it is Latin-1 (Excel's \"CSV\" often is)") \
+            from None
+
+
 def where(row: dict) -> str:
+    """Where a published row comes from, as errors cite it: ``<file>, row <n>``."""
     return f"{row['_file']}, row {row['_row']}"
+
+
+def inside_root(root: Path, relative: str, row: dict, column: str) -> Path:
+    """The file a table's ``column`` names, which must lie inside the dataset's ``root``.
+
+    Raises:
+        PipelineError: the path leaves ``root`` (``..``, or an absolute path elsewhere), naming
+            the file, the row and the value.
+    """
+    path = (root / relative).resolve()
+    top = root.resolve()
+    if top != path and top not in path.parents:
+        raise PipelineError(f"{where(row)}: {column} {relative!r} points outside the dataset's "
+                            f"folder {top} (to {path}). Image paths must stay inside it: move the "
+                            "images under that folder and give their paths relative to it")
+    return path
 
 
 def check_rows(frame: pd.DataFrame, check_images: bool) -> None:

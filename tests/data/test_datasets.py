@@ -405,7 +405,8 @@ def test_write_read_round_trip(tmp_path):
     with open(out) as handle:
         assert handle.readline().strip().split(",") == list(MANIFEST_COLUMNS) + ["case_num"]
     back = read_manifest(out)
-    assert back.drop(columns=["abspath", "path"]).equals(frame.drop(columns=["path"]))
+    assert back.drop(columns=["abspath", "path", "_where"]).equals(frame.drop(columns=["path", "_where"]))
+    assert back["_where"].tolist() == [f"{out}, row {i}" for i in range(2, len(back) + 2)]
     assert list(back["abspath"]) == list(frame["path"])
     assert back["path"].iloc[0] == "../data/images/NEL/Nel026.jpg"  # relative to the manifest
     assert all(dtype == object or str(dtype) == "str" for dtype in back.dtypes)
@@ -455,3 +456,58 @@ def test_cli_data(tmp_path, capsys):
 
     assert main(["data", "--dataset", "nope", "--root", str(data), "--out", str(out)]) == 2
     assert "Known datasets: derm7pt" in capsys.readouterr().err
+
+
+# --- paths, encodings, rows (pipeline.data.published) ----------------------------------------
+
+def test_image_paths_that_leave_the_datasets_folder_are_refused(tmp_path):
+    outside = tmp_path / "outside" / "x.jpg"
+    image(outside)
+    root = tmp_path / "data" / "set"
+    write_rows(root / "labels.csv", [["image", "diagnosis", "path"],
+                                     ["a", "nevus", "../../outside/x.jpg"]])
+    with pytest.raises(PipelineError) as info:
+        build_manifest("csv", root)
+    message = str(info.value)
+    assert "labels.csv, row 2" in message and "'../../outside/x.jpg'" in message
+    assert "points outside the dataset's folder" in message
+    write_rows(root / "labels.csv", [["image", "diagnosis", "path"], ["a", "nevus", str(outside)]])
+    with pytest.raises(PipelineError, match="points outside"):
+        build_manifest("csv", root)  # an absolute path elsewhere leaves it too
+    rows = [("clark nevus", "low", "back", "../../../outside/x.jpg", "")]
+    with pytest.raises(PipelineError, match=r"meta.csv, row 2: derm .*points outside"):
+        build_manifest("derm7pt", _derm7pt_with(tmp_path / "derm7pt", rows))
+
+
+def _derm7pt_with(root: Path, rows) -> Path:
+    table = [DERM7PT_HEADER] + [[dict(case_num="1", diagnosis=d, location=loc, sex="female",
+                                      level_of_diagnostic_difficulty=dif, derm=derm,
+                                      case_id=case).get(c, "x") for c in DERM7PT_HEADER]
+                                for d, dif, loc, derm, case in rows]
+    write_rows(root / "meta" / "meta.csv", table)
+    return root
+
+
+def test_a_label_file_that_is_not_utf8_names_its_row_and_the_fix(tmp_path):
+    root = make_derm7pt(tmp_path / "derm7pt")
+    meta = root / "meta" / "meta.csv"
+    lines = meta.read_bytes().split(b"\n")
+    lines[3] = lines[3].replace(b"female", b"f\xe9minin")  # Latin-1 é in data row 3 (file row 4)
+    meta.write_bytes(b"\n".join(lines))
+    with pytest.raises(PipelineError) as info:
+        build_manifest("derm7pt", root)
+    message = str(info.value)
+    assert "is not UTF-8 text: row 4 has the byte 0xe9" in message and "iconv" in message
+
+
+def test_bad_images_of_the_data_stage_cite_the_label_files_row(tmp_path):
+    from pipeline.data.image_cache import build_image_cache
+
+    root = make_derm7pt(tmp_path / "derm7pt")
+    (root / "images" / "NCL" / "Ncl004.jpg").write_bytes(b"not a jpeg")
+    frame = build_manifest("derm7pt", root)
+    with pytest.raises(PipelineError) as info:
+        build_image_cache(frame.assign(abspath=frame["path"]), tmp_path / "cache", 16, n_jobs=1,
+                          progress=False)
+    # Ncl004 is data row 7 of meta.csv (file row 8), the 5th image once the acral rows are out.
+    assert f"{root / 'meta' / 'meta.csv'}, row 8, file" in str(info.value)

@@ -215,7 +215,7 @@ def test_skip_bad_images_lists_them(tmp_path, capsys):
     assert result.images.shape == (3, 16, 16, 3)
     skipped = pd.read_csv(result.path / "skipped.csv")
     assert skipped["image"].tolist() == ["img02", "img04"]
-    assert skipped["manifest_row"].tolist() == [4, 6]  # CSV rows
+    assert skipped["row"].tolist() == ["manifest row 4", "manifest row 6"]  # CSV rows
     assert "not a readable image" in skipped["reason"][0] and "not found" in skipped["reason"][1]
     assert "skipped 2 bad image(s)" in capsys.readouterr().err
     with pytest.raises(PipelineError, match="skipped as bad images"):
@@ -330,7 +330,7 @@ def test_cli_builds_then_reuses(tmp_path, capsys):
     assert main(argv) == 0
     out = capsys.readouterr().out
     assert "images: 3 of size 20x10" in out and "decoded: 3" in out and "images/s" in out
-    entry = next((tmp_path / "cache").iterdir())
+    entry = next(p for p in (tmp_path / "cache").iterdir() if p.is_dir())
     assert str(entry) in out
     assert np.load(entry / "images.npy").shape == (3, 10, 20, 3)
     assert main(argv) == 0
@@ -338,7 +338,7 @@ def test_cli_builds_then_reuses(tmp_path, capsys):
     Path(paths[0]).write_bytes(b"garbage")
     assert main(argv) == 2
     err = capsys.readouterr().err
-    assert "manifest row 2" in err and paths[0] in err and "--skip-bad-images" in err
+    assert "manifest.csv, row 2, file" in err and paths[0] in err and "--skip-bad-images" in err
     assert main(argv + ["--skip-bad-images"]) == 0
     captured = capsys.readouterr()
     assert "images: 2 of size 20x10 (width x height), 1 skipped" in captured.out
