@@ -384,9 +384,24 @@ def retinopathy_subset(frame: pd.DataFrame, max_images: int, seed: int) -> pd.Da
 
     if not max_images or max_images >= len(frame):
         return frame
+    counts = frame["category"].value_counts()
+    if (counts < 2).any() or max_images < len(counts):
+        raise PipelineError(
+            f"cannot take a stratified subset of {max_images} of the {len(frame)} Retinopathy "
+            f"images (`pretrain.retinopathy_max_images`): the grades have "
+            f"{counts.sort_index().to_dict()} images, and every grade needs 2 or more, and the "
+            "subset one per grade. Use a larger subset, 0 (all images), or more images.")
     keep, _ = train_test_split(frame.index.to_numpy(), train_size=max_images,
                                stratify=frame["category"], random_state=seed)
-    return frame.loc[sorted(keep)].reset_index(drop=True)
+    kept = frame.loc[sorted(keep)].reset_index(drop=True)
+    short = {g: n for g, n in kept["category"].value_counts().sort_index().items() if n < 2}
+    if short or kept["category"].nunique() < len(counts):
+        raise PipelineError(
+            f"a stratified subset of {max_images} Retinopathy images "
+            f"(`pretrain.retinopathy_max_images`) keeps fewer than 2 images of grade(s) "
+            f"{sorted(set(counts.index) - set(kept['category'])) + sorted(short)}, too few to "
+            "train and validate on. Use a larger subset, or 0 (all images).")
+    return kept
 
 
 def summary(frame: pd.DataFrame, out: str | os.PathLike) -> str:

@@ -54,7 +54,7 @@ def feature_key(net_entry: str | Path, images, ids: list[str], batch_size: int,
 
 def extract_features(net: netstore.StoredNetwork, images, ids: list[str], entry: Path, *,
                      batch_size: int = 32, device: str = "cpu", progress: bool = True,
-                     stop_after_chunks: int | None = None) -> Path:
+                     stop_after_chunks: int | None = None) -> bool:
     """Compute the feature layer's output for ``ids`` into the cache entry ``entry``.
 
     Args:
@@ -68,18 +68,17 @@ def extract_features(net: netstore.StoredNetwork, images, ids: list[str], entry:
         stop_after_chunks: test hook: raise ``KeyboardInterrupt`` after this many saved chunks.
 
     Returns:
-        ``entry``, complete: ``features.npy`` of shape (len(ids), feature width), float32. Its
-        manifest records the training images of the network (``train_ids``), when it has them.
-
-    Another process extracting the same entry holds its lock; this one then waits and reuses
-    the result.
+        Whether this call computed the entry (``False``: it was complete already, perhaps made by
+        another process while this one waited for its lock). On return the entry is complete:
+        ``features.npy`` of shape (len(ids), feature width), float32; its manifest records the
+        training images of the network (``train_ids``), when it has them.
     """
     inputs = feature_key(net.entry, images, ids, batch_size, device)
     with claim(entry) as todo:
         if todo:
             _extract_into(net, images, ids, entry, inputs, batch_size, progress,
                           stop_after_chunks)
-    return entry
+    return todo
 
 
 def _extract_into(net, images, ids, entry, inputs, batch_size, progress, stop_after_chunks):

@@ -63,10 +63,10 @@ def run(args: argparse.Namespace) -> int:
         if not entry_complete(entry):
             log(f"features [{number}/{len(jobs)}] {cell_name(row['source'], row['finetune'])} "
                 f"{row['design']} {row['repeat']}/{row['train_half']}: {len(ids)} images")
-            extract_features(netstore.load(net_entry), images, ids, entry, batch_size=batch_size,
-                             device=device)
-            computed += 1
-            n_images += len(ids)
+            if extract_features(netstore.load(net_entry), images, ids, entry,
+                                batch_size=batch_size, device=device):
+                computed += 1
+                n_images += len(ids)
         rows.append({**row, "entry": str(entry)})
     elapsed = time.perf_counter() - started
     log(f"features: {len(jobs)} feature entries, {computed} computed"

@@ -343,3 +343,28 @@ def test_cli_builds_then_reuses(tmp_path, capsys):
     captured = capsys.readouterr()
     assert "images: 2 of size 20x10 (width x height), 1 skipped" in captured.out
     assert "skipped 1 bad image(s)" in captured.err and "skipped.csv" in captured.err
+
+
+def test_a_read_only_cache_is_a_clear_error_not_a_traceback(tmp_path, capsys, monkeypatch):
+    import errno
+    import os as os_module
+
+    folder = tmp_path / "data"
+    folder.mkdir()
+    paths = make_images(folder, 2)
+    manifest_for([p.split("/")[-1] for p in paths]).drop(columns="abspath").to_csv(
+        folder / "manifest.csv", index=False)
+    real_mkdir = os_module.mkdir
+
+    def read_only(path, *args, **kwargs):
+        if str(tmp_path / "cache") in str(path):
+            raise OSError(errno.EROFS, "Read-only file system", str(path))
+        return real_mkdir(path, *args, **kwargs)
+
+    monkeypatch.setattr(os_module, "mkdir", read_only)
+    status = main(["images", "--manifest", str(folder / "manifest.csv"), "--size", "8",
+                   "--cache", str(tmp_path / "cache"), "--jobs", "1"])
+    err = capsys.readouterr().err
+    assert status == 2 and "Traceback" not in err
+    assert "read-only file system" in err and str(tmp_path / "cache") in err
+    assert "experiment.cache_dir" in err

@@ -14,6 +14,8 @@ import pytest
 import scipy.io
 from numpy.lib.stride_tricks import sliding_window_view
 
+import formats
+
 from pipeline.models import matconvnet
 
 
@@ -26,23 +28,8 @@ from pipeline.models.vgg_m import (MIN_INPUT_SIZE, lrn_layer_class, pool5_size,
                                    read_converted)
 
 WIDTH, SIZE, CLASSES = 0.0625, 74, 10
-LRN = [5.0, 2.0, 1e-4, 0.75]
-# The test's own description of imagenet-vgg-m.mat (Chatfield et al. 2014), independent of
-# pipeline.models.VGG_M: (name, type, filter/pool size or None for "whole map", channels at
-# width 1 or None for the classes, stride, pad [top bottom left right]).
-ARCH = [
-    ("conv1", "conv", 7, 96, 2, [0, 0, 0, 0]), ("relu1", "relu"), ("norm1", "normalize"),
-    ("pool1", "pool", 3, None, 2, [0, 1, 0, 1]),
-    ("conv2", "conv", 5, 256, 2, [1, 1, 1, 1]), ("relu2", "relu"), ("norm2", "normalize"),
-    ("pool2", "pool", 3, None, 2, [0, 1, 0, 1]),
-    ("conv3", "conv", 3, 512, 1, [1, 1, 1, 1]), ("relu3", "relu"),
-    ("conv4", "conv", 3, 512, 1, [1, 1, 1, 1]), ("relu4", "relu"),
-    ("conv5", "conv", 3, 512, 1, [1, 1, 1, 1]), ("relu5", "relu"),
-    ("pool5", "pool", 3, None, 2, [0, 1, 0, 1]),
-    ("fc6", "conv", None, 4096, 1, [0, 0, 0, 0]), ("relu6", "relu"),
-    ("fc7", "conv", None, 4096, 1, [0, 0, 0, 0]), ("relu7", "relu"),
-    ("fc8", "conv", None, None, 1, [0, 0, 0, 0]), ("prob", "softmax"),
-]
+LRN = formats.LRN
+ARCH = formats.VGG_M_ARCH
 
 
 # --- an independent NumPy MatConvNet --------------------------------------------------------------
@@ -92,66 +79,15 @@ def nn_forward(net, image):
     return outputs
 
 
-# --- a small MatConvNet file ----------------------------------------------------------------------
+# --- a small MatConvNet file (tests/formats.py writes it) ---------------------------------------
 
 def make_net(seed=0):
-    """Random weights for ARCH at WIDTH/SIZE/CLASSES, as a list of layer dicts (float64)."""
-    rng = np.random.default_rng(seed)
-    net, hw, c_in = [], SIZE, 3
-    for entry in ARCH:
-        name, kind = entry[:2]
-        layer = {"name": name, "type": kind}
-        if kind == "normalize":
-            layer["param"] = np.array(LRN)
-        if kind in ("conv", "pool"):
-            size, channels, stride, pad = entry[2:]
-            layer.update(stride=stride, pad=pad)
-        if kind == "pool":
-            layer["pool"] = size
-            hw = (hw + pad[0] + pad[1] - size) // stride + 1
-        if kind == "conv":
-            k = size or hw
-            c_out = round(channels * WIDTH) if channels else CLASSES
-            # He-scaled so activations stay O(100) and LRN changes them by a large factor
-            layer["filters"] = rng.normal(0, np.sqrt(2 / (k * k * c_in)), (k, k, c_in, c_out))
-            layer["biases"] = rng.normal(0, 0.5, c_out)
-            hw, c_in = (hw + pad[0] + pad[1] - k) // stride + 1, c_out
-        net.append(layer)
-    return net
+    """Random weights for the VGG-M layout at WIDTH/SIZE/CLASSES, as a list of layer dicts."""
+    return formats.make_vgg_m_net(WIDTH, SIZE, CLASSES, seed)
 
 
 def write_mat(path, net, average_image, layout="current"):
-    """Write ``net`` as MatConvNet would: a cell array of layer structs plus normalization."""
-    cells = np.empty((1, len(net)), dtype=object)
-    for i, layer in enumerate(net):
-        entry = {"name": layer["name"], "type": layer["type"]}
-        for key in ("param", "pool"):
-            if key in layer:
-                entry[key] = np.asarray(layer[key], dtype=float) * (np.ones(2) if key == "pool"
-                                                                    else 1)
-        if layer["type"] == "pool":
-            entry["method"] = "max"
-        if "stride" in layer:
-            entry["stride"] = np.array([layer["stride"]] * 2, dtype=float)
-            entry["pad"] = np.array(layer["pad"], dtype=float)
-        if layer["type"] == "conv":
-            filters = layer["filters"].astype(np.float32)
-            biases = layer["biases"].astype(np.float32).reshape(1, -1)
-            if layout == "current":
-                weights = np.empty((1, 2), dtype=object)
-                weights[0, 0], weights[0, 1] = filters, biases
-                entry["weights"] = weights
-            else:
-                entry["filters"], entry["biases"] = filters, biases
-        cells[0, i] = entry
-    normalization = {"averageImage": average_image.astype(np.float32),
-                     "imageSize": np.array([SIZE, SIZE, 3], dtype=float)}
-    content = {"layers": cells}
-    if layout == "current":
-        content["meta"] = {"normalization": normalization, "inputs": {"name": "data"}}
-    else:
-        content["normalization"] = normalization
-    scipy.io.savemat(path, content)
+    formats.write_mat(path, net, average_image, SIZE, layout)
 
 
 def as_float32(net):

@@ -200,37 +200,6 @@ def test_second_run_of_the_network_stages_reuses_every_entry(experiment, capsys)
     assert {p: p.stat().st_mtime_ns for p in cache.glob("*/*/manifest.json")} == entries
 
 
-def test_interrupted_extraction_resumes_to_the_same_features(experiment, tmp_path, monkeypatch):
-    from pipeline.features import extraction as extract
-    from pipeline.training import netstore
-    from pipeline.data.image_cache import build_image_cache
-
-    networks = json.loads(out(experiment, "networks.json").read_text())
-    net = netstore.load(networks["none"]["entry"])
-    table = pd.read_csv(out(experiment, "manifest.csv"), dtype=str, keep_default_na=False)
-    from pipeline.data.manifest import read_manifest
-
-    table = read_manifest(out(experiment, "manifest.csv"))
-    images = build_image_cache(table, Path(networks["none"]["entry"]).parents[1] / "images",
-                               (48, 48), crop_black_frame=True, progress=False)
-    ids = table["image"].tolist()
-    monkeypatch.setattr(extract, "CHUNK_BATCHES", 1)
-    entry = tmp_path / "features"
-    with pytest.raises(KeyboardInterrupt):
-        extract.extract_features(net, images, ids, entry, batch_size=8, progress=False,
-                                 stop_after_chunks=2)
-    assert not (entry / "features.npy").exists() and not (entry / "manifest.json").exists()
-    assert json.loads((entry / "progress.json").read_text())["done"] == 16
-    extract.extract_features(net, images, ids, entry, batch_size=8, progress=False)
-    resumed, resumed_ids = extract.load_features(entry)
-    whole = tmp_path / "whole"
-    extract.extract_features(net, images, ids, whole, batch_size=8, progress=False)
-    fresh, _ = extract.load_features(whole)
-    assert resumed_ids == ids
-    np.testing.assert_allclose(resumed, fresh, rtol=1e-5, atol=1e-6,
-                               err_msg="resumed features differ from an uninterrupted run")
-
-
 def test_stage_without_its_input_names_the_make_target(tmp_path):
     config = tmp_path / "empty.toml"
     config.write_text(CONFIG.format(root=tmp_path, cache=tmp_path / "cache"), encoding="utf-8")
@@ -238,3 +207,46 @@ def test_stage_without_its_input_names_the_make_target(tmp_path):
         from pipeline.stages.svm import run
 
         run(type("Args", (), {"config": str(config)})())
+
+
+def test_two_features_stages_at_once_on_one_cache_make_one_valid_entry_each(experiment):
+    """Two processes extracting the same entries: both succeed, each entry is computed once."""
+    entries = [Path(e) for e in pd.read_csv(out(experiment, "features.csv"))["entry"]]
+    before = {e: (e / "features.npy").read_bytes() for e in entries}
+    for entry in entries:
+        shutil.rmtree(entry)
+    code = "from pipeline.cli import main; raise SystemExit(main(['features', '--config', %r]))"
+    procs = [subprocess.Popen([sys.executable, "-c", code % str(experiment)],
+                              stderr=subprocess.PIPE, text=True) for _ in range(2)]
+    errors = [p.communicate(timeout=600)[1] for p in procs]
+    assert [p.returncode for p in procs] == [0, 0], [e[-1500:] for e in errors]
+    computed = [int(e.split(" feature entries, ")[1].split()[0]) for e in errors]
+    assert sum(computed) == len(entries), computed  # each entry computed by one of the two
+    from pipeline.features.extraction import load_features
+
+    for entry in entries:
+        load_features(entry)  # complete and verified
+        assert (entry / "features.npy").read_bytes() == before[entry]
+
+
+def test_a_stale_skipped_list_is_removed_once_the_image_is_fixed(tmp_path):
+    from pipeline.demo.writer import write_demo_data
+
+    data = tmp_path / "data"
+    write_demo_data(data, seed=2, skin_cases=24, fundus_images=20)
+    config = tmp_path / "experiments" / "skip.toml"
+    config.parent.mkdir()
+    config.write_text(CONFIG.format(root=data, cache=tmp_path / "cache")
+                      .replace('cells = ["none", "none+ft", "retinopathy"]', 'cells = ["none"]')
+                      .replace("[data]", "[data]\nskip_bad_images = true"), encoding="utf-8")
+    from pipeline.data.datasets import build_manifest
+
+    victim = Path(build_manifest("derm7pt", data / "derm7pt")["path"].iloc[0])
+    good = victim.read_bytes()
+    victim.write_bytes(b"broken")
+    run_stage("data", config)
+    skipped = out(config, "skipped.csv")
+    assert skipped.is_file() and len(pd.read_csv(skipped)) >= 1
+    victim.write_bytes(good)
+    run_stage("data", config)
+    assert not skipped.exists(), "skipped.csv of a fixed image survived the rerun"

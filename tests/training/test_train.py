@@ -178,8 +178,11 @@ def test_interrupted_run_resumes_to_the_same_weights(reference, tmp_path):
     with pytest.raises(KeyboardInterrupt):
         train(tmp_path, on_epoch_end=interrupt)
     assert (tmp_path / CHECKPOINT).is_file()
-    resumed, resumed_result = train(tmp_path)
+    told = []
+    resumed, resumed_result = train(tmp_path, notify=told.append)
     assert resumed_result.resumed_from == 2
+    # the person running the stage is told, not only a logger nobody configured
+    assert told == [f"resuming from {tmp_path / CHECKPOINT} after epoch 2 of {RECIPE.epochs}"]
     assert [r["val_loss"] for r in resumed_result.history] == \
         [r["val_loss"] for r in result.history]
     assert weights_equal(model, resumed)

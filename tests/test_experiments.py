@@ -1,0 +1,201 @@
+"""Every shipped experiment (``experiments/*.toml``) end to end through ``make``, on tiny fixture
+data in each dataset's published layout and tiny weights files in the real formats (a converted
+VGG-M-shaped MatConvNet ``.mat``, a Keras-applications HDF5 for VGG-16), scaled down by
+``SET=...`` overrides. Then the reliability cases on the finished Atlas experiment: ``make -q``
+and ``make -n`` agree with ``make``, edits make cannot see are caught, stale or damaged inputs are
+refused.
+
+The runs happen in a scratch copy of the project's Makefile and experiments, with the project's
+virtual environment (``make -o`` keeps make from ever reinstalling it).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+import formats
+
+pytestmark = pytest.mark.slow
+ROOT = Path(__file__).resolve().parents[1]
+SMALL = ["network.input_size=48", "network.width=0.0625", "train.epochs=1", "train.batch_size=16",
+         "folds.repeats=2", "pretrain.retinopathy_max_images=0", "pretrain.epochs=1",
+         "svm.C_grid=[0.1,1.0]", "svm.validation_fraction=0.3", "extract.batch_size=16"]
+VGG16 = ["network.input_size=32", "network.width=0.0625", "train.epochs=1", "train.batch_size=16",
+         "svm.C_grid=[0.1,1.0]", "svm.validation_fraction=0.3", "extract.batch_size=16"]
+
+
+def make(project: Path, *args: str, env: dict, check: bool = True) -> subprocess.CompletedProcess:
+    venv = Path(sys.prefix)
+    command = ["make", "--no-print-directory", f"VENV={venv}", "-o", f"{venv}/.installed", *args]
+    result = subprocess.run(command, cwd=project, env=env, capture_output=True, text=True,
+                            timeout=1800)
+    if check:
+        assert result.returncode == 0, f"{' '.join(args)}:\n{result.stderr[-4000:]}"
+    return result
+
+
+def set_args(values: list[str]) -> str:
+    return "SET=" + " ".join(values)
+
+
+@pytest.fixture(scope="module")
+def project(tmp_path_factory):
+    """A scratch project: the Makefile, the shipped experiments, fixture data and weights."""
+    from pipeline.cli import main
+    from pipeline.demo.writer import write_demo_data
+    from pipeline.models.keras_apps import build_vgg16
+    from pipeline.models.registry import get_network
+
+    root = tmp_path_factory.mktemp("project")
+    shutil.copy(ROOT / "Makefile", root / "Makefile")
+    shutil.copytree(ROOT / "experiments", root / "experiments",
+                    ignore=shutil.ignore_patterns("*/"), dirs_exist_ok=True)
+    for folder in list((root / "experiments").iterdir()):
+        if folder.is_dir():
+            shutil.rmtree(folder)  # results of runs in the real checkout, not wanted here
+    (root / "features_cache").mkdir()
+    data = root / "data"
+    write_demo_data(data, seed=5, skin_cases=80, fundus_images=120)
+    formats.write_isic2016(data / "isic2016", data / "derm7pt", n_train=30, n_test=16)
+    # VGG-M: a MatConvNet file of the paper's layout at 1/16 width for 48 px, then converted
+    net = formats.make_vgg_m_net(0.0625, 48, 1000, seed=2)
+    formats.write_mat(data / "imagenet-vgg-m.mat", net, np.full((1, 1, 3), 110.0), 48)
+    assert main(["convert-matconvnet", "--mat", str(data / "imagenet-vgg-m.mat"), "--out",
+                 str(data / "imagenet-vgg-m.npz"), "--width", "0.0625"]) == 0
+    # VGG-16: a Keras-applications HDF5 with its top, 1/16 width, for 32 px
+    vgg16 = build_vgg16(get_network("vgg16"), 32, 0.0625, 1000, None, 0)
+    formats.write_keras_h5(vgg16, data / "vgg16_weights_tf_dim_ordering_tf_kernels.h5")
+    env = {**os.environ, "DERM7PT_ROOT": str(data / "derm7pt"),
+           "RETINOPATHY_ROOT": str(data / "retinopathy"), "ISIC2016_ROOT": str(data / "isic2016"),
+           "VGGM_WEIGHTS": str(data / "imagenet-vgg-m.npz"), "TF_CPP_MIN_LOG_LEVEL": "3"}
+    vgg16_file = f"network.imagenet_weights={data / 'vgg16_weights_tf_dim_ordering_tf_kernels.h5'}"
+    runs = {
+        "menegola2017-atlas": SMALL + ['folds.designs=["malignant_vs_benign","melanoma_vs_bcc_vs_benign"]'],
+        "vgg16-atlas": VGG16 + [vgg16_file, "folds.repeats=2",
+                                'folds.designs=["melanoma_vs_benign"]'],
+        "architectures": SMALL + ["pretrain.epochs=1", "folds.designs=[\"melanoma_vs_benign\"]"],
+        "menegola2017-isic2016": VGG16 + [vgg16_file],
+    }
+    for name, values in runs.items():
+        make(root, "all", f"EXP=experiments/{name}.toml", set_args(values), env=env)
+    return {"root": root, "env": env, "runs": runs, "data": data}
+
+
+def test_every_shipped_experiment_is_run(project):
+    shipped = {p.stem for p in (ROOT / "experiments").glob("*.toml")} - {"demo"}
+    assert shipped <= set(project["runs"]), "a shipped experiment is not run end to end here"
+
+
+@pytest.mark.parametrize("name, runs, sources", [
+    ("menegola2017-atlas", 6 * 2 * 4, {"none", "retinopathy", "imagenet", "double"}),
+    ("vgg16-atlas", 1 * 1 * 4, {"imagenet"}),
+    ("architectures", 1 * 1 * 4, {"imagenet"}),
+    ("menegola2017-isic2016", 1, {"imagenet"}),
+])
+def test_the_experiment_ran_every_cell_with_its_weights(project, name, runs, sources):
+    import json
+
+    out = project["root"] / "experiments" / name
+    networks = json.loads((out / "networks.json").read_text())
+    assert set(networks) == sources
+    assert all(info["status"] == "ok" for info in networks.values()), networks
+    metrics = pd.read_csv(out / "metrics.csv")
+    assert len(metrics) == runs and metrics["auc"].between(0, 1).all()
+    report = (out / "report.md").read_text(encoding="utf-8")
+    assert "## Table 1" in report and "not run" not in report.split("## Cells not run")[0]
+    assert "overrides (--set, declared)" in report and "network.width=0.0625" in report
+
+
+def test_architectures_joins_the_vgg16_experiment_in_table_3(project):
+    report = (project["root"] / "experiments" / "architectures" / "report.md").read_text()
+    table3 = report.split("## Table 3", 1)[1].split("\n## ", 1)[0]
+    vgg16 = pd.read_csv(project["root"] / "experiments" / "vgg16-atlas" / "metrics.csv")
+    auc = 100 * vgg16["auc"]
+    row = next(line for line in table3.splitlines() if line.startswith("| vgg16 | this run |"))
+    assert f"| {auc.mean():.1f} ± {auc.std(ddof=1):.1f} |" in row
+    assert "| vgg-m | this run |" in table3
+
+
+def test_isic2016_runs_on_the_official_split(project):
+    out = project["root"] / "experiments" / "menegola2017-isic2016"
+    metrics = pd.read_csv(out / "metrics.csv")
+    assert metrics[["repeat", "test_half", "n_train", "n_test"]].values.tolist() == [[0, 2, 30, 16]]
+    assert "bootstrap" in (out / "report.md").read_text()
+
+
+def test_make_q_and_make_n_agree_with_make(project):
+    root, env = project["root"], project["env"]
+    exp = "EXP=experiments/menegola2017-atlas.toml"
+    values = project["runs"]["menegola2017-atlas"]
+    assert make(root, "-q", "all", exp, set_args(values), env=env, check=False).returncode == 0
+    done = make(root, "all", exp, set_args(values), env=env)
+    assert "Nothing to be done" in done.stdout + done.stderr
+    # A new C grid: only svm and report are out of date, for -n as for a real run.
+    changed = [v for v in values if not v.startswith("svm.C_grid")] + ["svm.C_grid=[0.01,1.0]"]
+    dry = make(root, "-n", "all", exp, set_args(changed), env=env).stdout
+    commands = [line.split(" -m pipeline ")[1].split()[0] for line in dry.splitlines()
+                if " -m pipeline " in line]
+    assert commands == ["svm", "report"], dry
+    # The dataset's label file is a real input of the data stage.
+    meta = project["data"] / "derm7pt" / "meta" / "meta.csv"
+    os.utime(meta)
+    dry = make(root, "-n", "all", exp, set_args(values), env=env).stdout
+    assert " -m pipeline data " in dry, dry
+    make(root, "all", exp, set_args(values), env=env)  # bring it back up to date
+
+
+def test_edits_make_cannot_see_are_refused(project, capsys):
+    from pipeline.cli import main
+
+    root, values = project["root"], project["runs"]["menegola2017-atlas"]
+    out = root / "experiments" / "menegola2017-atlas"
+    cwd = os.getcwd()
+    os.chdir(root)
+    saved = {p: p.read_bytes() for p in (out / "folds").glob("*.csv")}
+    try:
+        argv = ["--config", "experiments/menegola2017-atlas.toml"] + \
+            [x for v in values for x in ("--set", v)]
+        os.environ.update({k: v for k, v in project["env"].items() if k.endswith("_ROOT")
+                           or k == "VGGM_WEIGHTS"})
+        folds_file = out / "folds" / "malignant_vs_benign.csv"
+        folds = pd.read_csv(folds_file)
+        # 1. One image moved between the halves of repeat 1 (its whole group, to stay valid).
+        first = folds[folds["repeat"] == 1].iloc[0]
+        folds.loc[(folds["repeat"] == 1) & (folds["image"] == first["image"]), "half"] = \
+            3 - first["half"]
+        folds.to_csv(folds_file, index=False)
+        capsys.readouterr()
+        assert main(["svm", *argv]) == 2  # fine-tuned networks trained on the old halves
+        assert "fine-tuned on other images than" in capsys.readouterr().err
+        # ... and the report refuses the SVM results of the old folds
+        assert main(["report", *argv]) == 2
+        assert "are stale" in capsys.readouterr().err
+        folds_file.write_bytes(saved[folds_file])
+        # 2. A repeat deleted by hand.
+        folds = pd.read_csv(folds_file)
+        folds[folds["repeat"] == 1].to_csv(folds_file, index=False)
+        assert main(["svm", *argv]) == 2
+        assert "holds repeats [1], but `folds.repeats`" in capsys.readouterr().err
+        folds_file.write_bytes(saved[folds_file])
+        # 3. Changed values in a cached feature file.
+        entry = Path(pd.read_csv(out / "features.csv")["entry"].iloc[0])
+        features = np.load(entry / "features.npy")
+        original = features.copy()
+        features[0, 0] += 1.0
+        np.save(entry / "features.npy", features)
+        assert main(["svm", *argv]) == 2
+        err = capsys.readouterr().err
+        assert str(entry) in err and "contents changed" in err and "make clean-cache" in err
+        np.save(entry / "features.npy", original)
+    finally:
+        for path, data in saved.items():
+            path.write_bytes(data)
+        os.chdir(cwd)
