@@ -27,20 +27,67 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def demo_copy(folder: Path, n_jobs: int | None = None) -> tuple[Path, str]:
+TINY = """
+[experiment]
+name = "tiny"
+cells = ["none", "none+ft"]
+cache_dir = "{cache}"
+scaled_down = "benchmark smoke run"
+
+[data]
+dataset = "derm7pt"
+root = "{data}/derm7pt"
+
+[folds]
+designs = ["melanoma_vs_benign"]
+repeats = 2
+
+[network]
+input_size = 48
+width = 0.0625
+
+[train]
+epochs = 1
+batch_size = 16
+
+[svm]
+C_grid = [0.1, 1.0]
+"""
+
+
+def tiny_experiment(folder: Path, n_jobs: int | None = None) -> tuple[Path, str]:
+    """A tiny experiment built up to its features in ``folder`` (``--quick``: no demo needed)."""
+    from pipeline.demo.writer import write_demo_data
+
+    write_demo_data(folder / "data", seed=1, skin_cases=48, fundus_images=20)
+    config = folder / "demo.toml"
+    text = TINY.format(cache=folder / "cache", data=folder / "data")
+    if n_jobs is not None:
+        text = text.replace("[svm]\n", f"[svm]\nn_jobs = {n_jobs}\n")
+    config.write_text(text, encoding="utf-8")
+    for stage in ("data", "folds", "pretrain", "finetune", "features"):
+        subprocess.run([sys.executable, "-m", "pipeline", stage, "--config", str(config)],
+                       cwd=ROOT, check=True, capture_output=True)
+    return config, "a tiny experiment of 48 cases (--quick), not the demo"
+
+
+def demo_copy(folder: Path, n_jobs: int | None = None, quick: bool = False) -> tuple[Path, str]:
     """Copy the demo experiment's svm inputs into ``folder`` (``make demo`` first if unbuilt).
 
     The copy's results go to ``folder/demo/``, so the demo's own files and ``make``'s
     timestamps stay untouched; feature entries are read from the project's ``features_cache``
-    (the stage runs in the project root).
+    (the stage runs in the project root). With ``quick``, a tiny experiment instead.
 
     Args:
         folder: an empty folder.
         n_jobs: ``svm.n_jobs`` of the copy; ``None`` keeps the demo's.
+        quick: build a tiny experiment in ``folder`` instead of using the demo.
 
     Returns:
         The copied config's path, and a note when ``make demo`` had to run (else empty).
     """
+    if quick:
+        return tiny_experiment(folder, n_jobs)
     demo = ROOT / "experiments" / "demo"
     note = ""
     if not (demo / "features.csv").is_file():
@@ -121,7 +168,7 @@ def section(quick: bool = False) -> str:
     from bench_extract import md_table  # not at the top: the child must import nothing extra
 
     with tempfile.TemporaryDirectory() as tmp:
-        config, note = demo_copy(Path(tmp), n_jobs=1)
+        config, note = demo_copy(Path(tmp), n_jobs=1, quick=quick)
         started = time.time()
         done = subprocess.run([sys.executable, __file__, "--child", str(config), repr(started)],
                               capture_output=True, text=True, cwd=ROOT)
