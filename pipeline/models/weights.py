@@ -68,9 +68,13 @@ def _fetch(url: str, cache_dir: Path, file_hash: str | None) -> Path:
 
 
 def locate_imagenet_weights(spec: NetworkSpec, input_size: int | None = None) -> Path | None:
-    """The network's ImageNet file where it is already here (Keras' cache), without downloading
-    or checking it; ``None`` when it is not here or the network has none."""
-    if spec.imagenet is None or spec.imagenet.url is None:
+    """The network's ImageNet file where it is already here (an installed PyPI package or Keras'
+    cache), without downloading or checking it; ``None`` when it is not here or there is none."""
+    if spec.imagenet is None:
+        return None
+    if spec.imagenet.installed is not None:
+        return spec.imagenet.installed()
+    if spec.imagenet.url is None:
         return None
     path = keras_cache_dir() / spec.imagenet.file_name(input_size or spec.input_size)
     return path if path.is_file() else None
@@ -106,6 +110,12 @@ def imagenet_weights_file(spec: NetworkSpec, input_size: int | None = None,
                 f"does not exist. Correct the path, place {name} there, or remove "
                 "`network.imagenet_weights` to use the Keras cache")
         return path
+    if weights.installed is not None:
+        path = weights.installed()
+        if path is not None:
+            return Path(path)
+        raise WeightsUnavailable(f"the package that ships {spec.name}'s ImageNet weights is not "
+                                 "installed and `network.imagenet_weights` is not set", weights.fix)
     if weights.url is None:
         raise WeightsUnavailable(f"{spec.name} ImageNet weights need a local file and "
                                  "`network.imagenet_weights` is not set", weights.fix)

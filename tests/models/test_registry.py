@@ -18,8 +18,14 @@ from pipeline.models.preprocessing import preprocess
 from pipeline.models.registry import NETWORKS, describe_networks, get_network
 
 # Feature widths of the published architectures (Chatfield et al. 2014; Keras applications docs).
+# The feature widths the networks' papers and torchvision/Keras publish (the standard CNN: 11 filters,
+# Kim & Rocheteau 2020, Appendix B).
 PUBLISHED_WIDTHS = {"vgg-m": 4096, "vgg16": 4096, "resnet50": 2048, "densenet121": 1024,
-                    "mobilenetv2": 1280, "efficientnetb0": 1280, "inceptionv3": 2048}
+                    "mobilenetv2": 1280, "efficientnetb0": 1280, "inceptionv3": 2048,
+                    "efficientnet-lite0": 1280, "efficientnet-lite1": 1280,
+                    "efficientnet-lite2": 1280, "mnasnet1.0": 1280, "shufflenet-v2": 1024,
+                    "squeezenet1.1": 512, "googlenet": 1024, "resnext50": 2048,
+                    "standard-cnn": 11}
 SMALL = {"vgg-m": (64, 0.125), "vgg16": (64, 0.125), "inceptionv3": (75, 1.0)}
 
 
@@ -56,6 +62,10 @@ def test_every_network_builds_and_gives_finite_features(name):
     assert features.shape == (2, spec.width_at(width)) == (2, round(PUBLISHED_WIDTHS[name] * width))
     assert np.isfinite(features).all() and np.isfinite(probs).all()
     assert probs.shape == (2, 3) and np.allclose(probs.sum(axis=1), 1, atol=1e-5)
+    assert spec.family and spec.preprocessing.description
+    head = replace_head(model, spec, 2, seed=1)  # a new head on the same features
+    assert head.output_shape == (None, 2)
+    assert head.get_layer(spec.feature_layer) is model.get_layer(spec.feature_layer)
 
 
 def test_unknown_network_lists_known_ones():
@@ -265,3 +275,4 @@ def test_cli_prints_the_table(capsys):
     assert main(["networks"]) == 0
     out = capsys.readouterr().out
     assert all(name in out for name in NETWORKS) and "relu7" in out
+
