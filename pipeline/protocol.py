@@ -73,6 +73,13 @@ class Cell:
         return cls(source, text.endswith(FINETUNED))
 
 
+def per_training_half(source: str, finetune: bool) -> bool:
+    """Whether a cell's features depend on the run's training half: fine-tuned cells, and the
+    untrained ``none`` network, which is centred on the training half's mean (the test half's
+    images must not set it)."""
+    return finetune or source == "none"
+
+
 def parse_bool(value: object) -> bool:
     """A ``finetune`` value as result files write it (True/False, also 1/0, any case).
 

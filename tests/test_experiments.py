@@ -174,7 +174,7 @@ def test_edits_make_cannot_see_are_refused(project, capsys):
         folds.to_csv(folds_file, index=False)
         capsys.readouterr()
         assert main(["svm", *argv]) == 2  # fine-tuned networks trained on the old halves
-        assert "fine-tuned on other images than" in capsys.readouterr().err
+        assert "fine-tuned (or centred) on other images" in capsys.readouterr().err
         # ... and the report refuses the SVM results of the old folds
         assert main(["report", *argv]) == 2
         assert "are stale" in capsys.readouterr().err

@@ -8,6 +8,9 @@ in, so a seed fixes every lesion.
 
 from __future__ import annotations
 
+import math
+from statistics import NormalDist
+
 import numpy as np
 
 from pipeline.data.vocabulary import DIFFICULTY_LEVELS
@@ -37,8 +40,16 @@ DIAGNOSES = {
 DIFFICULTY_SHARES = dict(zip(DIFFICULTY_LEVELS, (38.1, 36.3, 25.6)))
 
 
-# How clearly a melanoma shows its malignant features at each difficulty (1 = textbook).
-STRENGTH = {"low": 1.0, "medium": 0.55, "high": 0.2}
+# Difficulty is graded overlap, never inversion. A lesion's hidden atypia x (what its picture shows:
+# asymmetry, border, colours, network, dots, streaks, veil) is drawn as x ~ N(0.5 + sep/2, SPREAD)
+# for melanomas and N(0.5 - sep/2, SPREAD) for benign lesions, clipped to [0.02, 0.98]; the
+# separation sep shrinks with difficulty so that the AUC of x itself is Phi(sep / (SPREAD sqrt 2)),
+# DESIGNED_AUC below. Basal cell carcinomas' own cues (arborizing vessels, blue-grey nests) follow
+# the same rule through a second hidden variable b, against every other lesion.
+DESIGNED_AUC = {"low": 0.99, "medium": 0.90, "high": 0.70}
+SPREAD = 0.12
+SEPARATION = {level: math.sqrt(2) * SPREAD * NormalDist().inv_cdf(auc)
+              for level, auc in DESIGNED_AUC.items()}
 
 
 LOCATIONS = {"back": 30, "lower limbs": 20, "upper limbs": 11, "abdomen": 10, "chest": 10,
@@ -55,21 +66,20 @@ def lesion_plan(rng: np.random.Generator, diagnosis: str, difficulty: str) -> di
 
     Returns:
         dict with ``diagnosis``, ``difficulty``, ``kind`` (how it is drawn), ``x`` (atypia in
-        0..1: melanomas lose it as difficulty rises, benign lesions gain some) and ``criteria``
-        (the seven derm7pt criteria columns -> value).
+        0..1, see ``DESIGNED_AUC``), ``b`` (basal-cell cues in 0..1) and ``criteria`` (the seven
+        derm7pt criteria columns -> value).
     """
     if diagnosis not in DIAGNOSES or difficulty not in DIFFICULTY_SHARES:
         raise PipelineError(f"lesion: diagnosis must be one of {sorted(DIAGNOSES)} and "
                             f"difficulty one of {list(DIFFICULTY_SHARES)}; got {diagnosis!r}, "
                             f"{difficulty!r}. Use the derm7pt strings.")
-    kind, s = DIAGNOSES[diagnosis][1], STRENGTH[difficulty]
+    kind, sep = DIAGNOSES[diagnosis][1], SEPARATION[difficulty]
     if kind == "misc" and rng.random() < 0.5:
         kind = "melanocytic"   # half of the miscellanea are pigmented (melanosis, combined...)
     depth = {"melanoma (in situ)": 0.8, "melanoma (0.76 to 1.5 mm)": 1.15}.get(diagnosis, 1.0)
-    if diagnosis.startswith("melanoma"):
-        x = float(np.clip(s * depth * rng.uniform(0.8, 1.15), 0.05, 1.0))
-    else:
-        x = float((1 - s) * rng.uniform(0.2, 0.7))
+    melanoma, bcc = diagnosis.startswith("melanoma"), kind == "bcc"
+    x = float(np.clip(rng.normal(0.5 + (sep if melanoma else -sep) / 2, SPREAD), 0.02, 0.98))
+    b = float(np.clip(rng.normal(0.5 + (sep if bcc else -sep) / 2, SPREAD), 0.02, 0.98))
     c = dict.fromkeys(CRITERIA, "absent")
 
     def yes(p):
@@ -94,9 +104,9 @@ def lesion_plan(rng: np.random.Generator, diagnosis: str, difficulty: str) -> di
         c["vascular_structures"] = (pick("dotted", "linear irregular") if yes(0.35 * x)
                                     else "comma" if dermal and yes(0.6) else "absent")
     elif kind == "bcc":
-        c["vascular_structures"] = "arborizing" if yes(0.85) else "absent"
+        c["vascular_structures"] = "arborizing" if yes(np.clip(1.6 * b - 0.1, 0, 1)) else "absent"
         # blue-grey ovoid nests (drawn with the pigmentation); every BCC shows vessels or nests
-        c["pigmentation"] = ("localized irregular" if yes(0.45) or c["vascular_structures"] ==
+        c["pigmentation"] = ("localized irregular" if yes(b) or c["vascular_structures"] ==
                              "absent" else "absent")
         c["dots_and_globules"] = "irregular" if yes(0.3) else "absent"
         c["regression_structures"] = "blue areas" if yes(0.2) else "absent"
@@ -115,7 +125,10 @@ def lesion_plan(rng: np.random.Generator, diagnosis: str, difficulty: str) -> di
         c["vascular_structures"] = "dotted" if yes(0.1) else "absent"
     else:   # miscellaneous: a pinkish inflammatory macule
         c["vascular_structures"] = "dotted"
-    return {"diagnosis": diagnosis, "difficulty": difficulty, "kind": kind, "x": x, "criteria": c}
+    if kind in ("sk", "df", "vascular", "misc") and yes(np.clip(1.6 * b - 0.1, 0, 1)):
+        c["vascular_structures"] = "arborizing"   # BCC-like vessels, commoner when hard
+    return {"diagnosis": diagnosis, "difficulty": difficulty, "kind": kind, "x": x, "b": b,
+            "criteria": c}
 
 
 def seven_point_score(criteria: dict) -> int:

@@ -194,7 +194,7 @@ def _paint_melanocytic(rng, img, les, plan, stripes):
             mix(col, C["white"], 0.85 * regression)
         if c["regression_structures"] != "white areas":
             mix(col, C["blue_grey"], 0.45 * regression)
-    asym_edge = x if d.startswith("melanoma") or x > 0.2 else 0.0
+    asym_edge = x  # the picture shows the atypia, never the diagnosis itself
     alpha = les.edge(rng, asym_edge) * (0.6 if lentigo else rng.uniform(0.85, 0.97))
     if stripes is not None:   # acral: pigment in the furrows (nevi) or on the ridges (melanoma)
         ridge = x > 0.5

@@ -115,6 +115,9 @@ def paired_5x2cv_t_test(scores_a, scores_b) -> tuple[float, float]:
     (no difference at all, e.g. identical classifiers) and ``(±inf, 0.0)`` otherwise (a difference
     without any fold-to-fold variation).
 
+    Fold 1 of repeat i is the run trained on the repeat's first half and tested on its second
+    (Dietterich's convention; ``compare_cells`` orders the columns so).
+
     Args:
         scores_a: array of shape (5, 2), a metric of classifier A per (repeat, fold).
         scores_b: array of shape (5, 2), the same metric of classifier B on the same folds.
@@ -178,7 +181,9 @@ def compare_cells(metrics: pd.DataFrame, design: str, metric: str = "auc") -> pd
         raise PipelineError(f"column 'finetune' of the metrics table: {exc}.") from None
     rows["cell"] = [cell_name(s, f) for s, f in zip(rows["source"], flags)]
     repeats = sorted(rows["repeat"].unique().tolist())
-    halves = sorted(rows["test_half"].unique().tolist())
+    # Dietterich's fold 1 of a repeat trains on the first half and tests on the second (mlxtend's
+    # paired_ttest_5x2cv does the same), so column 0 is the run tested on half 2.
+    halves = sorted(rows["test_half"].unique().tolist(), reverse=True)
     if len(repeats) != 5 or len(halves) != 2:
         raise PipelineError(f"design {design!r}: 5x2cv tests need 5 repeats x 2 test halves; got "
                             f"repeats {repeats} and test halves {halves}.")

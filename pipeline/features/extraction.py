@@ -33,13 +33,14 @@ CHUNK_BATCHES = 8  # batches between two progress saves
 
 
 def feature_key(net_entry: str | Path, images, ids: list[str], batch_size: int,
-                device: str = "cpu") -> dict:
+                device: str = "cpu", mean: np.ndarray | None = None) -> dict:
     """Everything that determines a feature entry's bytes, read from the network entry's manifest
     (so a cached entry is found without building the network).
 
     The batch size and the device kind are in the key because they change the float rounding of
     the features (~2e-6 between batch sizes on the CPU), so the same config gives the same numbers
-    whatever the cache already held.
+    whatever the cache already held. ``mean`` replaces the network's own (the ``none`` source is
+    centred on each run's training half).
     """
     from pipeline.models.registry import get_network
 
@@ -47,13 +48,15 @@ def feature_key(net_entry: str | Path, images, ids: list[str], batch_size: int,
     info = read_json(net_entry / "manifest.json")
     return {"digest": info["digest"], "network": info["network"],
             "layer": get_network(info["network"]).feature_layer, "input_size": info["input_size"],
-            "width": info["width"], "mean": _listed(netstore.load_mean(net_entry)),
+            "width": info["width"],
+            "mean": _listed(netstore.load_mean(net_entry) if mean is None else mean),
             "images": images.key, "ids": hash_json(ids), "batch_size": int(batch_size),
             "device": device}
 
 
 def extract_features(net: netstore.StoredNetwork, images, ids: list[str], entry: Path, *,
-                     batch_size: int = 32, device: str = "cpu", progress: bool = True,
+                     batch_size: int = 32, device: str = "cpu", mean: np.ndarray | None = None,
+                     train_ids: str | None = None, progress: bool = True,
                      stop_after_chunks: int | None = None) -> bool:
     """Compute the feature layer's output for ``ids`` into the cache entry ``entry``.
 
@@ -64,6 +67,9 @@ def extract_features(net: netstore.StoredNetwork, images, ids: list[str], entry:
         entry: the entry folder; resumed when a partial result from an interrupted run is there.
         batch_size: images per forward pass.
         device: ``"cpu"`` or ``"gpu"``, the kind of device computing (part of the key).
+        mean: RGB mean subtracted instead of the network's own (part of the key).
+        train_ids: the digest of the training images this entry's features depend on (through
+            ``mean``), recorded in its manifest; default the network's own.
         progress: show a progress bar.
         stop_after_chunks: test hook: raise ``KeyboardInterrupt`` after this many saved chunks.
 
@@ -73,15 +79,17 @@ def extract_features(net: netstore.StoredNetwork, images, ids: list[str], entry:
         ``features.npy`` of shape (len(ids), feature width), float32; its manifest records the
         training images of the network (``train_ids``), when it has them.
     """
-    inputs = feature_key(net.entry, images, ids, batch_size, device)
+    inputs = feature_key(net.entry, images, ids, batch_size, device, mean)
     with claim(entry) as todo:
         if todo:
             _extract_into(net, images, ids, entry, inputs, batch_size, progress,
-                          stop_after_chunks)
+                          stop_after_chunks, net.mean if mean is None else mean,
+                          train_ids or net.info.get("train_ids"))
     return todo
 
 
-def _extract_into(net, images, ids, entry, inputs, batch_size, progress, stop_after_chunks):
+def _extract_into(net, images, ids, entry, inputs, batch_size, progress, stop_after_chunks,
+                  mean, train_ids):
     import tensorflow as tf
 
     from pipeline.models.build import feature_model
@@ -103,8 +111,6 @@ def _extract_into(net, images, ids, entry, inputs, batch_size, progress, stop_af
     else:
         out = np.load(partial, mmap_mode="r+")
         log(f"  resuming at image {done} of {n}")
-
-    mean = net.mean
 
     def batches():
         for start in range(done, n, batch_size):
@@ -140,8 +146,8 @@ def _extract_into(net, images, ids, entry, inputs, batch_size, progress, stop_af
     os.replace(partial, entry / FEATURES)
     write_text(entry / "images.txt", "\n".join(ids) + "\n")
     (entry / PROGRESS).unlink()
-    finish_entry(entry, {**inputs, "n_images": n, "width": width,
-                         "train_ids": net.info.get("train_ids")}, [FEATURES, "images.txt"])
+    finish_entry(entry, {**inputs, "n_images": n, "width": width, "train_ids": train_ids},
+                 [FEATURES, "images.txt"])
 
 
 def load_features(entry: str | Path) -> tuple[np.ndarray, list[str]]:

@@ -172,8 +172,9 @@ def write_report(out_dir: str | os.PathLike, metrics: pd.DataFrame, predictions:
     if is_5x2(frame):
         table = comparisons(metrics)
         lines += ["AUC of cell a minus cell b (in points), with Dietterich's 5x2cv paired t test "
-                  "and Alpaydin's combined 5x2cv F test; * marks p < 0.05. Also in "
-                  "`comparisons.csv`.", "", format_comparison_table(table)]
+                  "(its numerator the difference of repeat 1's run trained on half 1 and tested on "
+                  "half 2, as Dietterich 1998 and mlxtend define it) and Alpaydin's combined 5x2cv "
+                  "F test; * marks p < 0.05. Also in `comparisons.csv`.", "", format_comparison_table(table)]
     else:
         table = pd.DataFrame(columns=["design", "a", "b", "mean_diff", "t_stat", "t_p", "f_stat",
                                       "f_p"])

@@ -6,6 +6,9 @@ cache and writes the feature layer's output (fc7 after ReLU, dropout off) into t
 (``pipeline.features.extraction``): one entry per network and image list, never recomputed, resumed
 from its last saved chunk when interrupted.
 
+The untrained ``none`` network is centred on each run's training half (its mean), so it has one
+entry per run like the fine-tuned cells; the test half's images never set a run's features.
+
 Writes ``features.csv``: ``source, finetune, design, repeat, train_half, train_ids, entry``
 (``design`` and ``train_ids`` empty and ``repeat``/``train_half`` 0 for a source network shared by
 every design and fold).
@@ -26,7 +29,9 @@ from pipeline.experiment import artifacts
 from pipeline.experiment.config import add_config_arguments, config_from_args
 from pipeline.features.extraction import extract_features, feature_key
 from pipeline.models.device import device_kind
-from pipeline.protocol import cell_name
+from pipeline.folds.table import fold_runs, half_ids, train_ids_digest
+from pipeline.protocol import cell_name, per_training_half
+from pipeline.training.train import compute_mean
 from pipeline.training import netstore
 
 
@@ -41,30 +46,46 @@ def run(args: argparse.Namespace) -> int:
     select_device()
     table = artifacts.manifest(config)
     images = artifacts.target_images(config, table)
-    jobs = []  # (row of features.csv without entry, network entry, ids)
+    jobs = []  # (row of features.csv without entry, network entry, ids, mean or None)
     sources = artifacts.networks(config)
+    design_ids = {d: apply_design(table, d)["image"].tolist() for d in config.designs}
     for cell in (c for c in config.cells if not c.finetune):
-        if sources[cell.source]["status"] == "ok":
+        if sources[cell.source]["status"] != "ok":
+            continue
+        net_entry = sources[cell.source]["entry"]
+        if not per_training_half(cell.source, False):
             jobs.append(({"source": cell.source, "finetune": False, "design": "", "repeat": 0,
-                          "train_half": 0, "train_ids": ""}, sources[cell.source]["entry"],
-                         table["image"].tolist()))
+                          "train_half": 0, "train_ids": ""}, net_entry, table["image"].tolist(),
+                         None))
+            continue
+        for design in config.designs:  # centred on each run's own training half
+            folds = artifacts.folds(config, design, table)
+            for repeat, half, _ in fold_runs(folds):
+                train = half_ids(folds, repeat, half)
+                jobs.append(({"source": cell.source, "finetune": False, "design": design,
+                              "repeat": int(repeat), "train_half": half,
+                              "train_ids": train_ids_digest(train)}, net_entry,
+                             design_ids[design], compute_mean(images.get(train))))
     if any(c.finetune for c in config.cells):
         finetuned = artifacts.read_index(config, "finetuned.csv")
-        design_ids = {d: apply_design(table, d)["image"].tolist() for d in config.designs}
         for row in finetuned.itertuples():
             jobs.append(({"source": row.source, "finetune": True, "design": row.design,
                           "repeat": int(row.repeat), "train_half": int(row.train_half),
-                          "train_ids": row.train_ids}, row.entry, design_ids[row.design]))
+                          "train_ids": row.train_ids}, row.entry, design_ids[row.design], None))
     batch_size, device = config["extract"]["batch_size"], device_kind()
     rows, started, computed, n_images = [], time.perf_counter(), 0, 0
-    for number, (row, net_entry, ids) in enumerate(jobs, start=1):
-        key = feature_key(net_entry, images, ids, batch_size, device)
+    networks: dict[str, netstore.StoredNetwork] = {}  # loaded once, reused by every job
+    for number, (row, net_entry, ids, mean) in enumerate(jobs, start=1):
+        key = feature_key(net_entry, images, ids, batch_size, device, mean)
         entry = config.cache_dir / "features" / short_key(key)
         if not entry_complete(entry):
             log(f"features [{number}/{len(jobs)}] {cell_name(row['source'], row['finetune'])} "
                 f"{row['design']} {row['repeat']}/{row['train_half']}: {len(ids)} images")
-            if extract_features(netstore.load(net_entry), images, ids, entry,
-                                batch_size=batch_size, device=device):
+            if net_entry not in networks:
+                networks.clear()  # one network in memory at a time
+                networks[net_entry] = netstore.load(net_entry)
+            if extract_features(networks[net_entry], images, ids, entry, batch_size=batch_size,
+                                device=device, mean=mean, train_ids=row["train_ids"] or None):
                 computed += 1
                 n_images += len(ids)
         rows.append({**row, "entry": str(entry)})

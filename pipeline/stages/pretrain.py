@@ -93,18 +93,13 @@ def train_on_retinopathy(config: Config, model, spec, mean, pretrained: bool, in
 
 def pretrain_source(config: Config, source: str) -> Path:
     """Build (or find in the cache) the source network of one transfer source."""
-    from pipeline.training.train import compute_mean
-
     model, spec, mean, pretrained = initial_network(config, source)
     init_digest = netstore.weights_digest(model)
     if source in RETINOPATHY_SOURCES:
         return train_on_retinopathy(config, model, spec, mean, pretrained, init_digest, source)
     arch = artifacts.architecture(config)
-    if not pretrained:
-        # Untrained network used as a feature extractor: centre on the target images' mean (an
-        # unsupervised statistic of the whole dataset, the only training set this network has).
-        table = artifacts.manifest(config)
-        mean = compute_mean(artifacts.target_images(config, table).images)  # memmap, in chunks
+    # The untrained network (``none``) stores no mean: the features stage centres it on each
+    # run's training half, so no test image sets the features of a run.
     key_inputs = {**arch, "stage": "pretrain", "source": source, "init": init_digest,
                   "mean": None if mean is None else np.asarray(mean).tolist()}
     entry = artifacts.network_entry(config, key_inputs)

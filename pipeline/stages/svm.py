@@ -42,7 +42,7 @@ from pipeline.experiment.config import add_config_arguments, config_from_args
 from pipeline.features.extraction import load_features
 from pipeline.cache.entries import verify_entry
 from pipeline.folds.table import fold_runs, half_ids, train_ids_digest
-from pipeline.protocol import cell_name
+from pipeline.protocol import cell_name, per_training_half
 
 RESULT_KEYS = ["source", "finetune", "design", "repeat", "test_half"]
 METRIC_COLUMNS = ["auc", "auc_ovr", "ap", "accuracy", "sensitivity", "specificity", "f1"]
@@ -82,14 +82,15 @@ def plan_runs(config, cells, features_index: pd.DataFrame, folds_by_design: dict
     for cell in cells:
         for design in config.designs:
             for repeat, train_half, test_half in fold_runs(folds_by_design[design]):
-                key = ((cell.source, True, design, repeat, train_half) if cell.finetune
+                per_half = per_training_half(cell.source, cell.finetune)
+                key = ((cell.source, cell.finetune, design, repeat, train_half) if per_half
                        else (cell.source, False, "", 0, 0))
                 if key not in entries:
                     raise PipelineError(
                         f"features for cell {cell.name}, design {design}, repeat {repeat}, "
                         f"training half {train_half} are missing from "
                         f"{config.path_of('features.csv')}; run `make features EXP={config.path}`.")
-                if cell.finetune:
+                if per_half:
                     _check_provenance(entries[key], folds_by_design[design], repeat, train_half,
                                       f"cell {cell.name}, design {design}, repeat {repeat}, "
                                       f"training half {train_half}", folds_file[design], config)
@@ -100,14 +101,15 @@ def plan_runs(config, cells, features_index: pd.DataFrame, folds_by_design: dict
 
 def _check_provenance(features: str, folds: pd.DataFrame, repeat: int, train_half: int,
                       what: str, folds_file, config) -> None:
-    """Refuse features of a network fine-tuned on other images than the fold's training half."""
+    """Refuse features made from other images than the fold's training half (a network fine-tuned
+    on them, or the mean of the untrained network)."""
     recorded = verify_entry(features).get("train_ids")
     current = train_ids_digest(half_ids(folds, repeat, train_half))
     if recorded != current:
         raise PipelineError(
-            f"the features of {what} come from a network fine-tuned on other images than "
-            f"{folds_file} now puts in that training half (the folds changed after fine-tuning, "
-            "so the network would score images it was trained on). Rerun "
+            f"the features of {what} come from a network fine-tuned (or centred) on other images "
+            f"than {folds_file} now puts in that training half (the folds changed afterwards, "
+            "so the run would score images it was trained on). Rerun "
             f"`make finetune features svm EXP={config.path}` (make does so by itself when the "
             "folds file is newer).")
 

@@ -267,7 +267,8 @@ def test_compare_cells_pairs_and_statistics(finetune_as_text):
     a = 0.82 + 0.01 * DIFF
     b = 0.78 + 0.002 * (np.arange(5)[:, None] + np.arange(2)[None, :])
     assert first["mean_diff"] == pytest.approx(-(a - b).mean())
-    assert first["t_stat"] == pytest.approx(paired_5x2cv_t_test(b, a)[0])
+    # fold 1 of a repeat is the run tested on half 2 (trained on half 1): columns reversed
+    assert first["t_stat"] == pytest.approx(paired_5x2cv_t_test(b[:, ::-1], a[:, ::-1])[0])
     assert first["f_p"] == pytest.approx(combined_5x2cv_f_test(b, a)[1])
     assert got.iloc[1]["mean_diff"] == pytest.approx(0.08)
 
@@ -296,3 +297,29 @@ def test_fast_auc_matches_pair_counting_and_sklearn():
         expected = auc_by_pairs(y, score)
         assert fast_auc(y == 1, score) == pytest.approx(expected, abs=1e-12)
         assert roc_auc_score(y, score) == pytest.approx(expected, abs=1e-12)
+
+
+def test_5x2cv_t_numerator_is_the_run_trained_on_the_first_half_as_dietterich_defines():
+    """Dietterich (1998), eq. for t: p_1^(1) is repeat 1's fold 1, trained on the first half and
+    tested on the second (mlxtend's paired_ttest_5x2cv uses the same), i.e. test_half 2 here."""
+    import pandas as pd
+    from scipy import stats
+
+    from pipeline.evaluation.statistics import compare_cells
+
+    # a - b per repeat: (tested on half 2, tested on half 1)
+    diffs = [(0.04, 0.00), (0.02, 0.01), (0.03, -0.01), (0.01, 0.02), (0.05, 0.03)]
+    rows = []
+    for repeat, (on2, on1) in enumerate(diffs, start=1):
+        for half, d in ((2, on2), (1, on1)):
+            rows.append({"source": "imagenet", "finetune": True, "design": "melanoma_vs_benign",
+                         "repeat": repeat, "test_half": half, "auc": 0.8 + d})
+            rows.append({"source": "none", "finetune": True, "design": "melanoma_vs_benign",
+                         "repeat": repeat, "test_half": half, "auc": 0.8})
+    table = compare_cells(pd.DataFrame(rows), "melanoma_vs_benign")
+    row = table.iloc[0]
+    assert (row["a"], row["b"]) == ("imagenet+ft", "none+ft")
+    # by hand: s_i^2 = .0008, .00005, .0008, .00005, .0002; mean .00038; t = .04 / sqrt(.00038)
+    t = 0.04 / np.sqrt(0.00038)
+    assert row["t_stat"] == pytest.approx(t, rel=1e-9)
+    assert row["t_p"] == pytest.approx(2 * stats.t.sf(t, df=5), rel=1e-9)

@@ -195,7 +195,7 @@ def test_second_run_of_the_network_stages_reuses_every_entry(experiment, capsys)
     err = capsys.readouterr().err
     assert "pretrain none: cached" in err and "pretrain retinopathy: cached" in err
     assert "finetune none+ft melanoma_vs_benign repeat 1 half 1: cached" in err
-    assert "features: 6 feature entries, 0 computed (all cached)" in err
+    assert "features: 9 feature entries, 0 computed (all cached)" in err  # none: 1 per run
     assert out(experiment, "networks.json").read_text() == networks_before
     assert {p: p.stat().st_mtime_ns for p in cache.glob("*/*/manifest.json")} == entries
 
@@ -250,3 +250,22 @@ def test_a_stale_skipped_list_is_removed_once_the_image_is_fixed(tmp_path):
     victim.write_bytes(good)
     run_stage("data", config)
     assert not skipped.exists(), "skipped.csv of a fixed image survived the rerun"
+
+
+def test_the_untrained_network_is_centred_on_each_training_half_only(experiment):
+    """No test image sets the features of a run: the `none` cell's mean is its training half's."""
+    from pipeline.data.image_cache import CachedImages
+    from pipeline.training.train import compute_mean
+
+    index = pd.read_csv(out(experiment, "features.csv"), keep_default_na=False)
+    none = index[(index["source"] == "none") & (index["finetune"].astype(str) == "False")]
+    assert len(none) == 4  # 1 design x 2 repeats x 2 training halves
+    folds = pd.read_csv(out(experiment, "folds/melanoma_vs_benign.csv"))
+    for row in none.itertuples():
+        manifest = json.loads((Path(row.entry) / "manifest.json").read_text())
+        images = CachedImages(Path(row.entry).parents[1] / "images" / manifest["images"])
+        train = folds[(folds["repeat"] == row.repeat) & (folds["half"] == row.train_half)]
+        expected = compute_mean(images.get(train["image"].tolist()))
+        everything = compute_mean(images.images)
+        np.testing.assert_allclose(manifest["mean"], expected, rtol=1e-9)
+        assert not np.allclose(manifest["mean"], everything, rtol=1e-6)
