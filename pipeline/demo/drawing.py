@@ -5,9 +5,10 @@ painters.
 
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 from PIL import Image, ImageDraw
-import functools
 
 _RGB = {"tan": (200, 152, 114), "light_brown": (168, 110, 72), "brown": (124, 76, 50),
         "dark_brown": (80, 48, 36), "black": (40, 32, 36), "blue_grey": (106, 116, 140),

@@ -37,8 +37,15 @@ from PIL import Image
 from pipeline.cache.entries import MANIFEST
 from pipeline.cache.files import read_json, write_csv, write_json
 from pipeline.demo.fundus import GRADES, draw_fundus
-from pipeline.demo.lesions import DERM7PT_COLUMNS, DIAGNOSES, DIFFICULTY_SHARES, patient_row, lesion_plan, seven_point_score
-from pipeline.demo.skin import clinical_view, add_frame, draw_lesion_views
+from pipeline.demo.lesions import (
+    DERM7PT_COLUMNS,
+    DIAGNOSES,
+    DIFFICULTY_SHARES,
+    lesion_plan,
+    patient_row,
+    seven_point_score,
+)
+from pipeline.demo.skin import add_frame, clinical_view, draw_lesion_views
 from pipeline.errors import PipelineError
 
 log = logging.getLogger(__name__)

@@ -20,8 +20,14 @@ import numpy as np
 from tqdm import tqdm
 
 from pipeline.cache.entries import claim, entry_complete, finish_entry, verify_entry
-from pipeline.cache.files import (allocate_npy, hash_json, read_json, short_key, write_json,
-                                  write_text)
+from pipeline.cache.files import (
+    allocate_npy,
+    hash_json,
+    read_json,
+    short_key,
+    write_json,
+    write_text,
+)
 from pipeline.console import log
 from pipeline.errors import PipelineError
 from pipeline.training import netstore

@@ -19,8 +19,18 @@ from typing import Any, Callable
 import pandas as pd
 
 from pipeline.errors import PipelineError
-from pipeline.models import (efficientnet_lite, googlenet, keras_apps, mnasnet, resnext,
-                             shufflenet, squeezenet, standard_cnn, torch_backbones, vgg_m)
+from pipeline.models import (
+    efficientnet_lite,
+    googlenet,
+    keras_apps,
+    mnasnet,
+    resnext,
+    shufflenet,
+    squeezenet,
+    standard_cnn,
+    torch_backbones,
+    vgg_m,
+)
 
 _KERAS_URL = "https://storage.googleapis.com/tensorflow/keras-applications/"
 

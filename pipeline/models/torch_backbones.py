@@ -18,8 +18,15 @@ from typing import Any, Callable, Mapping
 
 from pipeline.cache.files import atomic_path, hash_file
 from pipeline.errors import PipelineError
-from pipeline.models import (efficientnet_lite, googlenet, imagenet, mnasnet, resnext, shufflenet,
-                             squeezenet)
+from pipeline.models import (
+    efficientnet_lite,
+    googlenet,
+    imagenet,
+    mnasnet,
+    resnext,
+    shufflenet,
+    squeezenet,
+)
 from pipeline.models.torch_weights import TorchLayer, assign_torch_weights
 
 TORCH_SUFFIXES = (".pth", ".pt", ".bin")

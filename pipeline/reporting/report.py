@@ -29,6 +29,7 @@ from pipeline.cache.files import write_csv, write_text
 from pipeline.data.designs import DESIGNS
 from pipeline.data.vocabulary import DIFFICULTY_LEVELS
 from pipeline.protocol import CELL_TITLES
+from pipeline.reporting.effects import cell_effects, difficulty_effects, effects_section
 from pipeline.reporting.figures import plot_auc, plot_roc
 from pipeline.reporting.markdown import format_comparison_table, markdown_table
 from pipeline.reporting.paper import PAPER_TABLE1, PAPER_TABLE4
@@ -36,12 +37,15 @@ from pipeline.reporting.results import not_run_entries, with_cells
 from pipeline.reporting.tables import (
     METRIC_TITLES,
     comparisons,
+    difficulty_predictions,
     isic_table_from_summary,
     mean_sd,
+    run_difficulty_aucs,
     summarize,
     table1_from_summary,
     table_difficulty,
 )
+from pipeline.reporting.training import training_section
 
 
 def is_5x2(frame: pd.DataFrame) -> bool:
@@ -111,7 +115,8 @@ def write_report(out_dir: str | os.PathLike, metrics: pd.DataFrame, predictions:
                  header: dict | None = None, paper_table: pd.DataFrame | None = PAPER_TABLE1, *,
                  paper_difficulty: pd.DataFrame | None = PAPER_TABLE4,
                  difficulty_cell: str = "imagenet+ft", threshold: float = 0.0,
-                 n_boot: int = 1000, seed: int = 0, extra_sections: Sequence[str] = ()) -> Path:
+                 n_boot: int = 1000, seed: int = 0, extra_sections: Sequence[str] = (),
+                 training: pd.DataFrame | None = None) -> Path:
     """Write ``report.md``, ``auc.png``, ``roc.png`` and ``comparisons.csv`` into ``out_dir``.
 
     ``report.md`` is written last, so its presence means the report is complete.
@@ -132,6 +137,8 @@ def write_report(out_dir: str | os.PathLike, metrics: pd.DataFrame, predictions:
         n_boot: bootstrap resamples for single-run intervals.
         seed: bootstrap seed.
         extra_sections: markdown lines inserted before the comparisons (e.g. Table 3).
+        training: ``pipeline.reporting.training.training_rows`` of the experiment's trained
+            networks, for the section on whether they learned (None: no such section).
 
     Returns:
         The path of ``report.md``.
@@ -147,6 +154,17 @@ def write_report(out_dir: str | os.PathLike, metrics: pd.DataFrame, predictions:
              markdown_table(["fact", "value"], [[k, v] for k, v in header.items()])
              if header else "No experiment facts were given.", ""]
     lines += _table1_section(summary, entries, paper_table) + [""]
+    frame = with_cells(metrics, "metrics table")
+    table = comparisons(metrics) if is_5x2(frame) else pd.DataFrame(
+        columns=["design", "a", "b", "mean_diff", "t_stat", "t_p", "f_stat", "f_p"])
+    difficulty = None
+    if manifest is not None and "difficulty" in manifest.columns and is_5x2(frame):
+        per_run = run_difficulty_aucs(difficulty_predictions(predictions, manifest,
+                                                             difficulty_cell))
+        difficulty = difficulty_effects(per_run) if len(per_run) else None
+    lines += effects_section(cell_effects(table), difficulty, difficulty_cell)
+    if training is not None:
+        lines += training_section(training)
 
     isic = isic_table_from_summary(summary)
     lines += ["## Metrics with 95% confidence intervals (ISIC 2016 style)", "",
@@ -167,17 +185,13 @@ def write_report(out_dir: str | os.PathLike, metrics: pd.DataFrame, predictions:
     lines += _difficulty_section(predictions, manifest, difficulty_cell, paper_difficulty) + [""]
 
     lines += list(extra_sections)
-    frame = with_cells(metrics, "metrics table")
     lines += ["## Comparisons between cells", ""]
     if is_5x2(frame):
-        table = comparisons(metrics)
         lines += ["AUC of cell a minus cell b (in points), with Dietterich's 5x2cv paired t test "
                   "(its numerator the difference of repeat 1's run trained on half 1 and tested on "
                   "half 2, as Dietterich 1998 and mlxtend define it) and Alpaydin's combined 5x2cv "
                   "F test; * marks p < 0.05. Also in `comparisons.csv`.", "", format_comparison_table(table)]
     else:
-        table = pd.DataFrame(columns=["design", "a", "b", "mean_diff", "t_stat", "t_p", "f_stat",
-                                      "f_p"])
         lines += ["Not computed: the 5x2cv tests need 5 repeats x 2 test halves per cell, and this "
                   "experiment's cells have other run counts (e.g. one official train/test split)."]
     write_csv(out / "comparisons.csv", table)

@@ -243,26 +243,22 @@ def table_difficulty(predictions: pd.DataFrame, manifest: pd.DataFrame,
                             f"manifest (e.g. {unknown[:3]}); pass the manifest the experiment "
                             "used.")
     preds = preds.assign(level=preds["image"].astype(str).map(level))
+    per_run = run_difficulty_aucs(preds)
     rows, notes = [], []
     for design in ordered(preds["design"], DESIGNS):
-        positive = DESIGNS[design].positive
         part = preds[preds["design"] == design]
-        runs = list(part.groupby(["repeat", "test_half"], sort=True))
         images = part.drop_duplicates("image")
+        runs = per_run[per_run["design"] == design]
+        n_runs = runs[["repeat", "test_half"]].drop_duplicates().shape[0]
         for name in (*DIFFICULTY_LEVELS, "all"):
-            aucs = []
-            for _, run in runs:
-                subset = run if name == "all" else run[run["level"] == name]
-                y = (subset["y_true"].astype(str) == positive).to_numpy()
-                if 0 < y.sum() < len(y):
-                    aucs.append(roc_auc_score(y, subset["score"].to_numpy(dtype=float)))
+            aucs = runs.loc[runs["level"] == name, "auc"].dropna().tolist()
             share = 1.0 if name == "all" else float((images["level"] == name).mean())
             mean, sd = (mean_ci(aucs)[:2] if aucs else (np.nan, np.nan))
             rows.append({"design": design, "level": name, "mean": mean, "sd": sd,
-                         "runs_used": len(aucs), "runs_total": len(runs), "share": share})
-            if len(aucs) < len(runs):
-                notes.append(f"{DESIGNS[design].title}, {name} difficulty: {len(runs) - len(aucs)} "
-                             f"of {len(runs)} runs skipped (their test images of this level hold "
+                         "runs_used": len(aucs), "runs_total": n_runs, "share": share})
+            if len(aucs) < n_runs:
+                notes.append(f"{DESIGNS[design].title}, {name} difficulty: {n_runs - len(aucs)} "
+                             f"of {n_runs} runs skipped (their test images of this level hold "
                              "a single class or none); AUC over the other "
                              f"{len(aucs)} runs.")
         unrated = int((images["level"] == "").sum())
@@ -270,6 +266,41 @@ def table_difficulty(predictions: pd.DataFrame, manifest: pd.DataFrame,
             notes.append(f"{DESIGNS[design].title}: {unrated} of {len(images)} test images have no "
                          "difficulty; they count only in All.")
     return pd.DataFrame(rows, columns=columns), notes
+
+
+def run_difficulty_aucs(predictions: pd.DataFrame) -> pd.DataFrame:
+    """The AUC of every run on its test images of each difficulty level, and on all of them.
+
+    Args:
+        predictions: ``predictions.csv`` rows of one cell and 2-class designs, with a ``level``
+            column (the image's difficulty, ``""`` when unknown).
+
+    Returns:
+        One row per design x repeat x test half x level (``low, medium, high, all``): ``design,
+        repeat, test_half, level, auc`` (NaN where the level's test images hold a single class).
+    """
+    rows = []
+    for (design, repeat, half), run in predictions.groupby(["design", "repeat", "test_half"],
+                                                             sort=True):
+        positive = DESIGNS[design].positive
+        for name in (*DIFFICULTY_LEVELS, "all"):
+            subset = run if name == "all" else run[run["level"] == name]
+            y = (subset["y_true"].astype(str) == positive).to_numpy()
+            auc = (roc_auc_score(y, subset["score"].to_numpy(dtype=float))
+                   if 0 < y.sum() < len(y) else np.nan)
+            rows.append({"design": design, "repeat": repeat, "test_half": half, "level": name,
+                         "auc": auc})
+    return pd.DataFrame(rows, columns=["design", "repeat", "test_half", "level", "auc"])
+
+
+def difficulty_predictions(predictions: pd.DataFrame, manifest: pd.DataFrame,
+                           cell: str) -> pd.DataFrame:
+    """``predictions.csv`` rows of ``cell`` in 2-class designs with each image's ``level``."""
+    preds = with_cells(predictions, "predictions table", ["image", "y_true"])
+    two_class = preds["design"].map(lambda d: DESIGNS[d].positive is not None)
+    preds = preds[(preds["cell"] == cell) & two_class]
+    level = manifest.set_index(manifest["image"].astype(str))["difficulty"].fillna("").astype(str)
+    return preds.assign(level=preds["image"].astype(str).map(level).fillna(""))
 
 
 def table_isic_metrics(metrics: pd.DataFrame, predictions: pd.DataFrame | None = None,

@@ -28,11 +28,11 @@ from pipeline.data.designs import apply_design
 from pipeline.experiment import artifacts
 from pipeline.experiment.config import add_config_arguments, config_from_args
 from pipeline.features.extraction import extract_features, feature_key
-from pipeline.models.device import device_kind
 from pipeline.folds.table import fold_runs, half_ids, train_ids_digest
+from pipeline.models.device import device_kind
 from pipeline.protocol import cell_name, per_training_half
-from pipeline.training.train import compute_mean
 from pipeline.training import netstore
+from pipeline.training.train import compute_mean
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

@@ -27,8 +27,8 @@ from pipeline.cache.files import hash_json, write_json
 from pipeline.console import log
 from pipeline.errors import WeightsUnavailable
 from pipeline.experiment import artifacts
-from pipeline.models.device import device_kind
 from pipeline.experiment.config import Config, add_config_arguments, config_from_args
+from pipeline.models.device import device_kind
 from pipeline.protocol import IMAGENET_SOURCES, RETINOPATHY_SOURCES, pretrain_order
 from pipeline.training import netstore
 

@@ -13,10 +13,12 @@ from __future__ import annotations
 
 import argparse
 import datetime
+from pathlib import Path
 
 import pandas as pd
 
 import pipeline
+from pipeline.cache.files import read_json
 from pipeline.errors import PipelineError
 from pipeline.experiment import artifacts
 from pipeline.experiment.config import add_config_arguments, config_from_args, load_config
@@ -26,6 +28,7 @@ from pipeline.reporting.markdown import markdown_table
 from pipeline.reporting.paper import PAPER_TABLE1, PAPER_TABLE2, PAPER_TABLE3, PAPER_TABLE4
 from pipeline.reporting.report import write_report
 from pipeline.reporting.tables import METRIC_TITLES, table_architectures
+from pipeline.reporting.training import training_rows
 
 
 def read_results(config) -> tuple[pd.DataFrame, pd.DataFrame]:
@@ -117,6 +120,15 @@ def isic2016_section(config, metrics: pd.DataFrame) -> list[str]:
                             ["paper", *(f"{PAPER_TABLE2[n]:.1f}" for n in names)]]), ""]
 
 
+def trained_manifests(config) -> list[dict]:
+    """The manifests of the experiment's trained networks: Retinopathy sources, fine-tuned ones."""
+    entries = [info["entry"] for info in artifacts.networks(config).values()
+               if info["status"] == "ok"]
+    if any(c.finetune for c in config.cells):
+        entries += artifacts.read_index(config, "finetuned.csv")["entry"].tolist()
+    return [read_json(Path(entry) / "manifest.json") for entry in entries]
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_config_arguments(parser)
 
@@ -133,6 +145,7 @@ def run(args: argparse.Namespace) -> int:
         paper_table=PAPER_TABLE1 if faithful else None,
         paper_difficulty=PAPER_TABLE4 if faithful else None,
         difficulty_cell=config["report"]["difficulty_cell"], threshold=config["report"]["threshold"],
-        seed=config.seed, extra_sections=isic2016_section(config, metrics) + architectures_section(config, metrics))
+        seed=config.seed, training=training_rows(trained_manifests(config)),
+        extra_sections=isic2016_section(config, metrics) + architectures_section(config, metrics))
     print(f"report: {path}")
     return 0

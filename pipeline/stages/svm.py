@@ -32,6 +32,7 @@ import numpy as np
 import pandas as pd
 from tqdm import tqdm
 
+from pipeline.cache.entries import verify_entry
 from pipeline.cache.files import write_csv
 from pipeline.classifiers.svm import decision_scores, select_and_fit
 from pipeline.data.designs import apply_design, get_design
@@ -40,7 +41,6 @@ from pipeline.evaluation.metrics import cell_metrics
 from pipeline.experiment import artifacts
 from pipeline.experiment.config import add_config_arguments, config_from_args
 from pipeline.features.extraction import load_features
-from pipeline.cache.entries import verify_entry
 from pipeline.folds.table import fold_runs, half_ids, train_ids_digest
 from pipeline.protocol import cell_name, per_training_half
 

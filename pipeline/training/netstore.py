@@ -118,6 +118,8 @@ def train_and_save(entry: Path, model, spec, pixels: np.ndarray, labels: np.ndar
     save(entry, model, mean, {**inputs, "best_epoch": result.best_epoch,
                               "best_val_loss": result.best_val_loss,
                               "images_per_second": result.images_per_second,
-                              "history": result.history})
+                              "history": result.history, "steps": result.steps,
+                              "val_majority": result.val_majority,
+                              "weight_change": result.weight_change})
     remove_tree(partial, entry.parent)
     return entry

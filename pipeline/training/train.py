@@ -57,6 +57,11 @@ class TrainResult:
         images_per_second: training throughput over every epoch in ``history`` (the first epoch of
             a call includes tracing the training step).
         resumed_from: the last completed epoch found in the checkpoint (0 for a fresh run).
+        steps: SGD steps over all epochs (batches of ``recipe.batch_size``).
+        val_majority: the share of the commonest class in the validation split: the accuracy of
+            always answering it, what ``val_accuracy`` must beat to show learning.
+        weight_change: ``||w_end - w_start|| / ||w_start||`` over every weight: how far training
+            moved the network (a few % means it barely trained).
     """
 
     history: list[dict] = field(default_factory=list)
@@ -64,6 +69,9 @@ class TrainResult:
     best_val_loss: float = math.inf
     images_per_second: float = 0.0
     resumed_from: int = 0
+    steps: int = 0
+    val_majority: float = 0.0
+    weight_change: float = 0.0
 
 
 def compute_mean(images: np.ndarray, chunk: int = _MEAN_CHUNK) -> np.ndarray:
@@ -159,6 +167,7 @@ def train_classifier(model: keras.Model, images: np.ndarray, y: np.ndarray, *, r
                             "give every class more images.")
 
     identity = fingerprint(model, images, y, recipe, seed, classes)  # before any change
+    start = [np.array(w) for w in model.weights]
     policies = _set_precision(model, recipe.mixed_precision, log)
     try:
         optimizer = keras.optimizers.SGD(recipe.learning_rate, momentum=recipe.momentum,
@@ -184,10 +193,15 @@ def train_classifier(model: keras.Model, images: np.ndarray, y: np.ndarray, *, r
     history = state["history"]
     images_trained = state["epoch_size"] * len(history)
     seconds = sum(row["train_seconds"] for row in history)
+    moved = sum(float(np.sum((np.asarray(w) - a) ** 2)) for w, a in zip(model.weights, start))
+    size = sum(float(np.sum(a.astype(np.float64) ** 2)) for a in start)
     return TrainResult(history=history, best_epoch=state["best_epoch"],
                        best_val_loss=state["best_val_loss"],
                        images_per_second=images_trained / seconds if seconds > 0 else 0.0,
-                       resumed_from=state["resumed_from"])
+                       resumed_from=state["resumed_from"],
+                       steps=len(history) * math.ceil(state["epoch_size"] / recipe.batch_size),
+                       val_majority=float(np.bincount(y[val_idx]).max() / len(val_idx)),
+                       weight_change=math.sqrt(moved / size) if size > 0 else 0.0)
 
 
 def _run_epochs(model, optimizer, images, y, train_idx, val_idx, classes, recipe, preprocess, seed,
