@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import os
 import sys
+import weakref
 from pathlib import Path
 
 import numpy as np
@@ -98,11 +99,10 @@ def _extract_into(net, images, ids, entry, inputs, batch_size, progress, stop_af
                   mean, train_ids):
     import tensorflow as tf
 
-    from pipeline.models.build import feature_model
     from pipeline.models.preprocessing import preprocess
 
     entry.mkdir(parents=True, exist_ok=True)
-    fmodel = feature_model(net.model, net.spec)
+    fmodel, infer = _inference(net)
     width = int(fmodel.output_shape[-1])
     rows = images.index_of(ids)
     n = len(ids)
@@ -127,7 +127,6 @@ def _extract_into(net, images, ids, entry, inputs, batch_size, progress, stop_af
         batches, output_signature=tf.TensorSpec((None, *shape), tf.uint8))
         .map(lambda x: preprocess(net.spec, x, mean), num_parallel_calls=tf.data.AUTOTUNE)
         .prefetch(2))
-    infer = tf.function(lambda x: fmodel(x, training=False), reduce_retracing=True)
     position, chunks = done, 0
     bar = tqdm(total=n, initial=done, unit="img", desc="  extract", disable=not progress,
                file=sys.stderr)
@@ -154,6 +153,23 @@ def _extract_into(net, images, ids, entry, inputs, batch_size, progress, stop_af
     (entry / PROGRESS).unlink()
     finish_entry(entry, {**inputs, "n_images": n, "width": width, "train_ids": train_ids},
                  [FEATURES, "images.txt"])
+
+
+# model -> (feature model, its traced call): a model reloaded with another entry's weights (the
+# features stage reuses one per architecture) keeps them, which saves tracing per entry.
+_INFERENCE: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
+
+
+def _inference(net: netstore.StoredNetwork):
+    import tensorflow as tf
+
+    from pipeline.models.build import feature_model
+
+    if net.model not in _INFERENCE:
+        fmodel = feature_model(net.model, net.spec)
+        _INFERENCE[net.model] = (fmodel, tf.function(lambda x: fmodel(x, training=False),
+                                                     reduce_retracing=True))
+    return _INFERENCE[net.model]
 
 
 def load_features(entry: str | Path) -> tuple[np.ndarray, list[str]]:

@@ -74,7 +74,8 @@ def run(args: argparse.Namespace) -> int:
                           "train_ids": row.train_ids}, row.entry, design_ids[row.design], None))
     batch_size, device = config["extract"]["batch_size"], device_kind()
     rows, started, computed, n_images = [], time.perf_counter(), 0, 0
-    networks: dict[str, netstore.StoredNetwork] = {}  # loaded once, reused by every job
+    networks: dict[str, netstore.StoredNetwork] = {}  # the network of the current entry
+    models: dict = {}  # one Keras model per architecture, loaded with each entry's weights
     for number, (row, net_entry, ids, mean) in enumerate(jobs, start=1):
         key = feature_key(net_entry, images, ids, batch_size, device, mean)
         entry = config.cache_dir / "features" / short_key(key)
@@ -83,7 +84,7 @@ def run(args: argparse.Namespace) -> int:
                 f"{row['design']} {row['repeat']}/{row['train_half']}: {len(ids)} images")
             if net_entry not in networks:
                 networks.clear()  # one network in memory at a time
-                networks[net_entry] = netstore.load(net_entry)
+                networks[net_entry] = netstore.load(net_entry, reuse=models)
             if extract_features(networks[net_entry], images, ids, entry, batch_size=batch_size,
                                 device=device, mean=mean, train_ids=row["train_ids"] or None):
                 computed += 1

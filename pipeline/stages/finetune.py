@@ -32,13 +32,14 @@ from pipeline.training import netstore
 
 
 def finetune_one(config: Config, source_entry: Path, images, table: pd.DataFrame,
-                 train_ids: list[str], design: str, tag: str) -> Path:
+                 train_ids: list[str], design: str, tag: str,
+                 pool: netstore.HeadSwapPool) -> Path:
     """Fine-tune one network on ``train_ids`` (rows of ``table`` labelled by ``design``).
 
-    The source network is loaded afresh for every run, so no run starts from weights another run
-    has changed.
+    Every run starts from the source network's weights and a new seeded head (``pool`` reuses
+    one Keras model per architecture, with fresh weights each run), so no run starts from weights
+    another run has changed.
     """
-    from pipeline.models.build import replace_head
     from pipeline.training.train import compute_mean
 
     classes = get_design(design).classes
@@ -60,10 +61,9 @@ def finetune_one(config: Config, source_entry: Path, images, table: pd.DataFrame
             log(f"finetune {tag}: cached")
             return entry
         log(f"finetune {tag}: {len(train_ids)} images, {recipe.epochs} epochs")
-        source_net = netstore.load(source_entry)
-        model = replace_head(source_net.model, source_net.spec, len(classes), seed=config.seed)
-        netstore.train_and_save(entry, model, source_net.spec, pixels, labels, mean, recipe,
-                                config.seed, key_inputs)
+        model, spec = pool.model_for(source_entry, len(classes), config.seed)
+        netstore.train_and_save(entry, model, spec, pixels, labels, mean, recipe, config.seed,
+                                key_inputs)
     return entry
 
 
@@ -79,7 +79,7 @@ def run(args: argparse.Namespace) -> int:
     sources = artifacts.networks(config)
     table = artifacts.manifest(config)
     images = artifacts.target_images(config, table)
-    rows = []
+    rows, pool = [], netstore.HeadSwapPool()
     for cell in (c for c in config.cells if c.finetune):
         if sources[cell.source]["status"] != "ok":
             log(f"finetune {cell.name}: not run ({sources[cell.source]['reason']})")
@@ -91,7 +91,8 @@ def run(args: argparse.Namespace) -> int:
             for repeat, half, _ in fold_runs(folds):
                 ids = half_ids(folds, repeat, half)
                 tag = f"{cell.name} {design} repeat {repeat} half {half}"
-                entry = finetune_one(config, source_entry, images, labelled, ids, design, tag)
+                entry = finetune_one(config, source_entry, images, labelled, ids, design, tag,
+                                     pool)
                 rows.append({"source": cell.source, "design": design, "repeat": int(repeat),
                              "train_half": half, "train_ids": train_ids_digest(ids),
                              "entry": str(entry)})

@@ -63,8 +63,15 @@ def save(entry: Path, model, mean: np.ndarray, inputs: dict) -> Path:
     return entry
 
 
-def load(entry: str | Path) -> StoredNetwork:
-    """Rebuild a network from its entry (architecture from the manifest, then its weights)."""
+def load(entry: str | Path, reuse: dict | None = None) -> StoredNetwork:
+    """Rebuild a network from its entry (architecture from the manifest, then its weights).
+
+    Args:
+        entry: the network entry.
+        reuse: models built by earlier calls, by architecture; a model of the same architecture
+            is loaded with this entry's weights instead of being built again (it is then shared:
+            the earlier network's weights are gone).
+    """
     from pipeline.models.registry import get_network
 
     entry = Path(entry)
@@ -75,7 +82,13 @@ def load(entry: str | Path) -> StoredNetwork:
     spec = get_network(info["network"])
     # Keras' default init, not the (slow) orthogonal one: every weight is overwritten next, and
     # load_weights fails loudly on any mismatch, so nothing random survives.
-    model = spec.builder(spec, info["input_size"], info["width"], info["classes"], None, 0)
+    key = (info["network"], info["input_size"], info["width"], info["classes"])
+    if reuse is not None and key in reuse:
+        model = reuse[key]
+    else:
+        model = spec.builder(spec, info["input_size"], info["width"], info["classes"], None, 0)
+        if reuse is not None:
+            reuse[key] = model
     model.load_weights(entry / "model.weights.h5")
     if weights_digest(model) != info["digest"]:
         raise PipelineError(f"network entry {entry}: the loaded weights do not match the digest in "
@@ -123,3 +136,42 @@ def train_and_save(entry: Path, model, spec, pixels: np.ndarray, labels: np.ndar
                               "weight_change": result.weight_change})
     remove_tree(partial, entry.parent)
     return entry
+
+
+class HeadSwapPool:
+    """Source networks with a new head for fine-tuning, one Keras model per architecture, reused.
+
+    Building an EfficientNet and tracing its training step takes ~20 s on the CPU, more than a
+    short fine-tuning run itself. A finetune stage asks the pool for each run: the pool builds the
+    model once per (network, input size, width, classes), then for every run copies the source
+    network's weights into it layer by layer and gives the head the same seeded no-transfer init
+    ``replace_head`` gives a new one, so the run starts from exactly the weights a freshly built
+    model would have, and ``train_classifier`` reuses the compiled steps.
+    """
+
+    def __init__(self) -> None:
+        self._models: dict[tuple, object] = {}
+        self._sources: dict[str, tuple] = {}
+
+    def model_for(self, source_entry: str | Path, classes: int, seed: int):
+        """``(model, spec)``: the source network of ``source_entry`` with a new ``classes``-way
+        head, its head initialised from ``seed``."""
+        from pipeline.models.build import replace_head
+        from pipeline.models.initializers import init_no_transfer
+
+        key_entry = str(source_entry)
+        if key_entry not in self._sources:
+            net = load(source_entry)
+            weights = {layer.name: layer.get_weights() for layer in net.model.layers}
+            self._sources[key_entry] = (net, weights)
+        net, weights = self._sources[key_entry]
+        spec, info = net.spec, net.info
+        key = (info["network"], info["input_size"], info["width"], int(classes))
+        if key not in self._models:
+            self._models[key] = replace_head(net.model, spec, classes, seed=seed)
+        model = self._models[key]
+        for layer in model.layers:
+            if layer.name not in spec.head and layer.name in weights:
+                layer.set_weights(weights[layer.name])
+        init_no_transfer(model.get_layer(spec.head[0]), seed)  # as replace_head does
+        return model, spec

@@ -21,6 +21,7 @@ import json
 import logging
 import math
 import time
+import weakref
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
@@ -60,8 +61,8 @@ class TrainResult:
         steps: SGD steps over all epochs (batches of ``recipe.batch_size``).
         val_majority: the share of the commonest class in the validation split: the accuracy of
             always answering it, what ``val_accuracy`` must beat to show learning.
-        weight_change: ``||w_end - w_start|| / ||w_start||`` over every weight: how far training
-            moved the network (a few % means it barely trained).
+        weight_change: ``||w_end - w_start|| / ||w_start||`` over the trainable weights: how far
+            training moved the network (a few % means it barely trained).
     """
 
     history: list[dict] = field(default_factory=list)
@@ -167,14 +168,10 @@ def train_classifier(model: keras.Model, images: np.ndarray, y: np.ndarray, *, r
                             "give every class more images.")
 
     identity = fingerprint(model, images, y, recipe, seed, classes)  # before any change
-    start = [np.array(w) for w in model.weights]
+    start = [np.array(w) for w in model.trainable_weights]  # not BN statistics: they are not learned
     policies = _set_precision(model, recipe.mixed_precision, log)
     try:
-        optimizer = keras.optimizers.SGD(recipe.learning_rate, momentum=recipe.momentum,
-                                         nesterov=recipe.nesterov)
-        if policies:
-            optimizer = keras.optimizers.LossScaleOptimizer(optimizer)
-        optimizer.build(model.trainable_variables)
+        optimizer, steps = _compiled(model, recipe, bool(policies))
         identity["precision"] = "mixed_float16" if policies else "float32"
         identity = json.loads(json.dumps(identity))  # tuples -> lists, as stored
         workdir = Path(workdir)
@@ -183,8 +180,8 @@ def train_classifier(model: keras.Model, images: np.ndarray, y: np.ndarray, *, r
         if state["epoch"]:
             (notify or log)(f"resuming from {workdir / CHECKPOINT} after epoch {state['epoch']} "
                             f"of {recipe.epochs}")
-        _run_epochs(model, optimizer, images, y, train_idx, val_idx, classes, recipe, preprocess,
-                    seed, workdir, identity, state, progress, log, on_epoch_end)
+        _run_epochs(model, optimizer, steps, images, y, train_idx, val_idx, classes, recipe,
+                    preprocess, seed, workdir, identity, state, progress, log, on_epoch_end)
         if state["best"] is not None:
             assign_all(model.weights, state["best"])
     finally:
@@ -193,7 +190,8 @@ def train_classifier(model: keras.Model, images: np.ndarray, y: np.ndarray, *, r
     history = state["history"]
     images_trained = state["epoch_size"] * len(history)
     seconds = sum(row["train_seconds"] for row in history)
-    moved = sum(float(np.sum((np.asarray(w) - a) ** 2)) for w, a in zip(model.weights, start))
+    moved = sum(float(np.sum((np.asarray(w) - a) ** 2))
+                for w, a in zip(model.trainable_weights, start))
     size = sum(float(np.sum(a.astype(np.float64) ** 2)) for a in start)
     return TrainResult(history=history, best_epoch=state["best_epoch"],
                        best_val_loss=state["best_val_loss"],
@@ -204,12 +202,11 @@ def train_classifier(model: keras.Model, images: np.ndarray, y: np.ndarray, *, r
                        weight_change=math.sqrt(moved / size) if size > 0 else 0.0)
 
 
-def _run_epochs(model, optimizer, images, y, train_idx, val_idx, classes, recipe, preprocess, seed,
-                workdir, identity, state, progress, log, on_epoch_end) -> None:
+def _run_epochs(model, optimizer, steps, images, y, train_idx, val_idx, classes, recipe,
+                preprocess, seed, workdir, identity, state, progress, log, on_epoch_end) -> None:
     """Train from ``state['epoch'] + 1`` to ``recipe.epochs``, checkpointing after each epoch."""
-    kernels = [v for v in model.trainable_variables if v.name.endswith("kernel")]
     random_states = [v for v in model.variables if "seed_generator_state" in v.path]
-    train_step, val_step = _steps(model, optimizer, kernels, recipe.l2)
+    train_step, val_step = steps
     val_data = epoch_dataset(images, y, plain_plan(val_idx), classes=classes,
                              batch_size=recipe.batch_size, preprocess=preprocess)
     state["epoch_size"] = epoch_length(y[train_idx], recipe)
@@ -259,6 +256,39 @@ def _run_epochs(model, optimizer, images, y, train_idx, val_idx, classes, recipe
                 on_epoch_end(dict(row))
     finally:
         bar.close()
+
+
+# model -> (optimizer settings, optimizer, (train_step, val_step), the optimizer's initial values):
+# a model trained again (the
+# finetune stage reuses one per architecture, with new weights each run) keeps its compiled steps,
+# which saves tracing them (~20 s for an EfficientNet on the CPU) on every run.
+_COMPILED: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
+
+
+def _compiled(model, recipe: TrainRecipe, mixed: bool):
+    """A fresh optimizer state and the compiled steps of ``model`` under ``recipe``.
+
+    A model seen before with the same optimizer settings gets its optimizer back with every
+    variable at its initial value (iterations and momenta 0, the learning rate, what a new SGD
+    starts from) and its traced steps, so the run computes exactly what it would with new objects.
+    """
+    settings = (recipe.learning_rate, recipe.momentum, recipe.nesterov, recipe.l2)
+    cached = None if mixed else _COMPILED.get(model)
+    if cached is not None and cached[0] == settings:
+        _, optimizer, steps, initial = cached
+        for variable, value in zip(optimizer.variables, initial, strict=True):
+            variable.assign(value)  # iterations and momenta 0, the learning rate as it was
+        return optimizer, steps
+    optimizer = keras.optimizers.SGD(recipe.learning_rate, momentum=recipe.momentum,
+                                     nesterov=recipe.nesterov)
+    if mixed:
+        optimizer = keras.optimizers.LossScaleOptimizer(optimizer)
+    optimizer.build(model.trainable_variables)
+    kernels = [v for v in model.trainable_variables if v.name.endswith("kernel")]
+    steps = _steps(model, optimizer, kernels, recipe.l2)
+    if not mixed:
+        _COMPILED[model] = (settings, optimizer, steps, [v.numpy() for v in optimizer.variables])
+    return optimizer, steps
 
 
 def _steps(model, optimizer, kernels, l2: float):

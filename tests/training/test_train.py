@@ -251,3 +251,28 @@ def test_bad_input_raises_pipeline_error(tmp_path, case, message):
         model = keras.Model(inputs, keras.layers.Dense(2)(keras.layers.Flatten()(inputs)))
     with pytest.raises(PipelineError, match=message):
         _bad(tmp_path, images, y, model)
+
+
+def test_a_model_trained_again_with_new_weights_ends_as_a_fresh_one_would(reference, tmp_path):
+    """Reusing one model (and its compiled steps) for the next run, as the finetune stage does,
+    gives the weights a fresh model and optimizer give."""
+    model, result = reference
+    images, y = squares()
+    reused = tiny_model(seed=0)
+    start = [w.numpy().copy() for w in reused.weights]
+    other = TrainRecipe(epochs=2, batch_size=8, learning_rate=0.05, momentum=0.9,
+                        rotation_degrees=30.0)
+    train_classifier(reused, images, y, recipe=RECIPE, preprocess=scale, seed=3,
+                     workdir=tmp_path / "first", progress=False)  # compiles its steps
+    reused.set_weights(start)  # the next run starts from the same initial weights
+    second = train_classifier(reused, images, y, recipe=RECIPE, preprocess=scale, seed=0,
+                              workdir=tmp_path / "second", progress=False)
+    assert weights_equal(reused, model), "a reused model drifted from a fresh one"
+    assert [r["val_loss"] for r in second.history] == [r["val_loss"] for r in result.history]
+    reused.set_weights(start)  # other optimizer settings: new steps, still the fresh result
+    train_classifier(reused, images, y, recipe=other, preprocess=scale, seed=0,
+                     workdir=tmp_path / "third", progress=False)
+    fresh = tiny_model(seed=0)
+    train_classifier(fresh, images, y, recipe=other, preprocess=scale, seed=0,
+                     workdir=tmp_path / "fourth", progress=False)
+    assert weights_equal(reused, fresh)
