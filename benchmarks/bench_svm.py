@@ -157,7 +157,7 @@ def stage_section(quick: bool = False, seed: int = 0) -> str:
     from pipeline.stages import svm as classify
     from pipeline.cache.files import save_npy, write_text
     from pipeline.cache.entries import finish_entry
-    from pipeline.protocol import SOURCES, Cell
+    from pipeline.protocol import SOURCES, Cell, per_training_half
     from pipeline.data.designs import DESIGNS, apply_design
     from pipeline.folds.crossval import make_folds
     from pipeline.folds.table import half_ids, train_ids_digest
@@ -208,17 +208,19 @@ def stage_section(quick: bool = False, seed: int = 0) -> str:
             base.mkdir(parents=True)
             save_npy(base / "features.npy", X[order])
             write_text(base / "images.txt", "\n".join(ids) + "\n")
-            keys = ([("", 0, 0)] if not cell.finetune else
+            per_half = per_training_half(cell.source, cell.finetune)
+            keys = ([("", 0, 0)] if not per_half else
                     [(d, r, h) for d in DESIGNS for r in range(1, repeats + 1) for h in (1, 2)])
             for d, r, h in keys:
-                # A fine-tuned cell's entry records the training half it came from (the svm
-                # stage checks it against the folds); the arrays are hard links of the cell's.
-                entry = base if not cell.finetune else base.with_name(f"{base.name}-{d}-{r}-{h}")
+                # A fine-tuned (or centred) cell's entry records the training half it came from
+                # (the svm stage checks it against the folds); the arrays are hard links of the
+                # cell's.
+                entry = base if not per_half else base.with_name(f"{base.name}-{d}-{r}-{h}")
                 if entry != base:
                     entry.mkdir()
                     for name in ("features.npy", "images.txt"):
                         os.link(base / name, entry / name)
-                train = train_ids_digest(half_ids(folds[d], r, h)) if cell.finetune else None
+                train = train_ids_digest(half_ids(folds[d], r, h)) if per_half else None
                 finish_entry(entry, {"synthetic": cell.name, "train_ids": train},
                              ["features.npy", "images.txt"])
                 index.append({"source": cell.source, "finetune": cell.finetune, "design": d,

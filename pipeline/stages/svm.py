@@ -24,6 +24,7 @@ second and reruns alone when only ``[svm]`` settings change. Runs go in parallel
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import time
 from dataclasses import dataclass
@@ -115,7 +116,7 @@ def _check_provenance(features: str, folds: pd.DataFrame, repeat: int, train_hal
 
 
 def run_one(run: Run, folds: pd.DataFrame, labels: pd.Series, svm: dict, seed: int,
-            threshold: float) -> tuple[dict, pd.DataFrame]:
+            threshold: float, root: str | None = None) -> tuple[dict, pd.DataFrame]:
     """Fit the SVM of one run on its training half and score its test half.
 
     Args:
@@ -125,12 +126,15 @@ def run_one(run: Run, folds: pd.DataFrame, labels: pd.Series, svm: dict, seed: i
         svm: the ``[svm]`` settings.
         seed: seed of the validation split.
         threshold: decision threshold of the 2-class metrics.
+        root: the folder a relative feature entry is relative to (the calling process's working
+            folder: a reused worker process may have started in another one); default: this
+            process's.
 
     Returns:
         The ``metrics.csv`` row, the ``predictions.csv`` rows and the ``runs.csv`` row (the run's
         provenance: digests of its training and test images, its feature entry).
     """
-    X, ids = load_features(run.features)
+    X, ids = load_features(os.path.join(root, run.features) if root else run.features)
     row_of = pd.Series(np.arange(len(ids)), index=ids)
     # Two halves per repeat: the run trains on the one it does not test on.
     train_ids = np.array(half_ids(folds, run.repeat, 3 - run.test_half), dtype=object)
@@ -182,7 +186,7 @@ def run(args: argparse.Namespace) -> int:
     svm = config["svm"]
     results = Parallel(n_jobs=svm["n_jobs"], batch_size=1)(
         delayed(run_one)(r, folds[r.design], labels[r.design], svm, config.seed,
-                         config["report"]["threshold"])
+                         config["report"]["threshold"], os.getcwd())
         for r in tqdm(runs, desc="svm", unit="run", file=sys.stderr))
     metrics = pd.DataFrame([row for row, _, _ in results],
                            columns=RESULT_KEYS + METRIC_COLUMNS + ["n_train", "n_test", "C"])

@@ -169,6 +169,27 @@ def test_svm_stage_runs_without_tensorflow(experiment, tmp_path):
     assert out(experiment, "metrics.csv").read_bytes() == before, "svm is not deterministic"
 
 
+def test_svm_reads_relative_entries_from_workers_started_elsewhere(experiment, tmp_path,
+                                                                    monkeypatch):
+    # features.csv may record entries relative to the working folder (a relative cache_dir);
+    # joblib reuses worker processes, which keep the folder they started in.
+    from joblib import Parallel, delayed
+
+    copy = tmp_path / "copy.toml"
+    copy.write_text(experiment.read_text() + "\n[svm]\nn_jobs = 2\n", encoding="utf-8")
+    shutil.copytree(experiment.with_suffix(""), copy.with_suffix(""))
+    index = pd.read_csv(out(copy, "features.csv"))
+    index["entry"] = [os.path.relpath(e, tmp_path) for e in index["entry"]]
+    index.to_csv(out(copy, "features.csv"), index=False)
+    started_in = Parallel(n_jobs=2)(delayed(os.getcwd)() for _ in range(4))
+    assert str(tmp_path) not in started_in
+    monkeypatch.chdir(tmp_path)
+    assert main(["svm", "--config", "copy.toml"]) == 0
+    metrics = ["auc", "ap"]
+    assert pd.read_csv(out(copy, "metrics.csv"))[metrics].equals(
+        pd.read_csv(out(experiment, "metrics.csv"))[metrics])
+
+
 def test_missing_features_name_the_cell_and_the_command(experiment, tmp_path):
     copy = tmp_path / "copy.toml"
     shutil.copy(experiment, copy)
