@@ -193,6 +193,10 @@ _RECIPE = dict([
                 description="random rotation range (±degrees)"),
     _recipe_key("flip", kind="bool", description="random flips in the augmentation"),
     _recipe_key("mixed_precision", kind="bool", description="float16 compute on a GPU"),
+    _recipe_key("batchnorm", kind="choice", choices=("moving", "precise"),
+                description="BatchNormalization's inference statistics: Keras's 'moving' "
+                            "averages or 'precise' (recomputed over the training images every "
+                            "epoch; short runs need it)"),
 ])
 assert set(_RECIPE) == {f.name for f in dataclasses.fields(TrainRecipe)}, "recipe keys drifted"
 RECIPE_KEYS = tuple(_RECIPE)

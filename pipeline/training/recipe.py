@@ -32,6 +32,9 @@ class TrainRecipe:
         rotation_degrees: random rotation range (±) of the augmentation.
         flip: random horizontal and vertical flips in the augmentation.
         mixed_precision: float16 compute on a GPU (an option; off in the paper).
+        batchnorm: the inference statistics of BatchNormalization layers: ``"moving"`` (Keras's
+            moving averages) or ``"precise"`` (recomputed over the training images after every
+            epoch, ``pipeline.training.batchnorm``). The paper's VGG has no BatchNormalization.
     """
 
     epochs: int = 60
@@ -46,6 +49,7 @@ class TrainRecipe:
     rotation_degrees: float = 180.0
     flip: bool = True
     mixed_precision: bool = False
+    batchnorm: str = "moving"
 
     def as_dict(self) -> dict:
         """The recipe as a plain dict (for cache keys and manifests)."""

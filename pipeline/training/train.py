@@ -34,6 +34,7 @@ from tqdm.auto import tqdm
 
 from pipeline.errors import PipelineError
 from pipeline.models.initializers import walk_layers
+from pipeline.training.batchnorm import BATCHNORM_MODES, recompute_statistics
 from pipeline.training.augment import epoch_dataset, epoch_length, epoch_plan, plain_plan
 from pipeline.training.checkpoint import assign_all, fingerprint, load_checkpoint, save_checkpoint
 from pipeline.training.recipe import TrainRecipe
@@ -208,6 +209,10 @@ def _run_epochs(model, optimizer, steps, images, y, train_idx, val_idx, classes,
     train_step, val_step = steps
     val_data = epoch_dataset(images, y, plain_plan(val_idx), classes=classes,
                              batch_size=recipe.batch_size, preprocess=preprocess)
+    # precise BN: the training images as they are (no augmentation), never the validation ones
+    statistics_data = epoch_dataset(images, y, plain_plan(train_idx), classes=classes,
+                                    batch_size=recipe.batch_size, preprocess=preprocess) \
+        if recipe.batchnorm == "precise" else None
     state["epoch_size"] = epoch_length(y[train_idx], recipe)
     bar = tqdm(total=recipe.epochs, initial=state["epoch"], unit="epoch", desc="train",
                disable=not progress)
@@ -228,6 +233,8 @@ def _run_epochs(model, optimizer, steps, images, y, train_idx, val_idx, classes,
                 total += train_step(x, target) * tf.cast(tf.shape(x)[0], tf.float32)
             loss = float(total) / len(plan.index)
             train_seconds = time.perf_counter() - started
+            if statistics_data is not None:  # the statistics of the weights just learned
+                recompute_statistics(model, statistics_data)
             val_loss, val_accuracy = _evaluate(val_step, val_data, len(val_idx))
             if not (math.isfinite(loss) and math.isfinite(val_loss)):
                 raise PipelineError(f"training diverged in epoch {epoch} (loss {loss}, val_loss "
@@ -372,6 +379,9 @@ def _check_inputs(model, images, y, recipe: TrainRecipe, seed) -> int:
         raise PipelineError(f"seed must be an int in [0, 2**32); got {seed!r}.")
     if recipe.augment not in ("minority", "none"):
         raise PipelineError(f"recipe.augment must be 'minority' or 'none'; got {recipe.augment!r}.")
+    if recipe.batchnorm not in BATCHNORM_MODES:
+        raise PipelineError(f"recipe.batchnorm must be one of {', '.join(BATCHNORM_MODES)}; got "
+                            f"{recipe.batchnorm!r}.")
     if recipe.epochs < 1 or recipe.batch_size < 1 or not 0 < recipe.validation_fraction < 1:
         raise PipelineError("recipe needs epochs >= 1, batch_size >= 1 and 0 < validation_fraction "
                             f"< 1; got {recipe.epochs}, {recipe.batch_size}, "
