@@ -1,9 +1,10 @@
-"""Report figures: ``auc.png`` and ``roc.png`` of an experiment, drawn with matplotlib.
+"""Report figures of an experiment (``auc.png``, ``roc.png``, ``referral.png``), drawn with matplotlib.
 
 - ``plot_auc``: AUC per cell with its 95% CI, one panel per design, the paper's value as a marker;
 - ``plot_roc``: per design, the mean ROC curve of each cell over its runs (true-positive rates
   averaged at fixed false-positive rates) with a ±1 sd band; for the 3-class design, melanoma
-  against the rest.
+  against the rest;
+- ``plot_referral``: the referral curves (``pipeline.evaluation.referral``) of every cell.
 
 Inputs are ``pipeline.reporting.tables.summarize`` output and the ``predictions.csv`` table; each PNG is
 written atomically. Plots use matplotlib's object-oriented API (a ``Figure`` rendered by Agg), never
@@ -167,3 +168,51 @@ def plot_roc(predictions: pd.DataFrame, path: str | os.PathLike) -> pd.DataFrame
     _save(fig, Path(path))
     return pd.concat(curves, ignore_index=True) if curves else pd.DataFrame(
         columns=["design", "cell", "fpr", "tpr", "tpr_sd", "runs"])
+
+
+def plot_referral(summary: pd.DataFrame, path: str | os.PathLike) -> Path:
+    """Referral curves: per 2-class design (rows), the share of positives that reach a doctor and
+    the sensitivity and specificity on the cases the model decides (columns), against the mean
+    realised referral rate; one colour per cell, solid for the most-uncertain policy and dashed for
+    the paper's (confident positives + uncertain referred; in the first column only, as it
+    decides negative calls only, so its SE on decided cases is 0 and its SP 1 by construction).
+
+    Args:
+        summary: ``pipeline.evaluation.referral.summarize_referral`` output.
+        path: the PNG to write.
+    """
+    designs = ordered(summary["design"], DESIGNS)
+    if not designs:
+        raise PipelineError("the referral summary is empty: no 2-class design to plot.")
+    measures = [("to_doctor", "positives that reach a doctor"),
+                ("sensitivity", "sensitivity on decided cases"),
+                ("specificity", "specificity on decided cases")]
+    fig = Figure(figsize=(14.0, 4.2 * len(designs) + 0.8), layout="constrained")
+    axes = fig.subplots(len(designs), len(measures), squeeze=False)
+    styles = {"uncertain": "-", "paper": "--"}
+    for row, design in zip(axes, designs):
+        part = summary[summary["design"] == design]
+        for ax, (measure, title) in zip(row, measures):
+            for cell in ordered(part["cell"], CELL_TITLES):
+                for policy, style in styles.items():
+                    if policy == "paper" and measure != "to_doctor":
+                        continue  # it decides negative calls only: SE 0 and SP 1 by construction
+                    curve = part[(part["cell"] == cell) & (part["policy"] == policy)]
+                    curve = curve.sort_values("rate")
+                    ax.plot(curve["referred"], curve[measure], ls=style, color=_COLORS[cell],
+                            lw=1.6, marker="." if policy == "uncertain" else None)
+            if measure == "to_doctor":
+                ax.axhline(0.95, color="grey", lw=1, ls=":")
+            ax.set(xlim=(0, 1), ylim=(0, 1.02), xlabel="share of cases referred (mean over runs)",
+                   title=f"{DESIGNS[design].title}: {title}")
+            ax.grid(alpha=0.3)
+    handles = [Line2D([], [], color=_COLORS[c], lw=2, label=c)
+               for c in ordered(summary["cell"], CELL_TITLES)]
+    handles += [Line2D([], [], color="k", ls="-", label="refer the most uncertain"),
+                Line2D([], [], color="k", ls="--", label="refer confident positives + uncertain "
+                       "(paper)"),
+                Line2D([], [], color="grey", ls=":", label="95% of positives reach a doctor")]
+    fig.legend(handles=handles, loc="outside lower center", ncols=min(len(handles), 5))
+    fig.suptitle("Referral: the model decides some cases, a dermatologist sees the rest "
+                 "(mean over runs)")
+    return _save(fig, Path(path))

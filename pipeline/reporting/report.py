@@ -9,7 +9,9 @@ atomically:
   numbers; AUC, AP, ACC, SE, SP, F1 with 95% confidence intervals; Table 4 (AUC by diagnostic
   difficulty) when the manifest has difficulty; the 5x2cv t and F tests between cells; the cells
   that could not run, with reason and fix; the figures;
-- ``auc.png`` and ``roc.png``, drawn by ``pipeline.reporting.figures``;
+- ``auc.png``, ``roc.png`` and ``referral.png``, drawn by ``pipeline.reporting.figures``;
+- ``referral.csv``: the referral curves of every cell of the 2-class designs
+  (``pipeline.evaluation.referral``), summarised over runs;
 - ``comparisons.csv``: ``pipeline.evaluation.statistics.compare_cells`` for every design.
 
 The tables are built in ``pipeline.reporting.tables``; this module lays them out as markdown
@@ -30,7 +32,13 @@ from pipeline.data.designs import DESIGNS
 from pipeline.data.vocabulary import DIFFICULTY_LEVELS
 from pipeline.protocol import CELL_TITLES
 from pipeline.reporting.effects import cell_effects, difficulty_effects, effects_section
-from pipeline.reporting.figures import plot_auc, plot_roc
+from pipeline.evaluation.referral import (
+    POLICY_TITLES,
+    operating_points,
+    referral_runs,
+    summarize_referral,
+)
+from pipeline.reporting.figures import plot_auc, plot_referral, plot_roc
 from pipeline.reporting.markdown import format_comparison_table, markdown_table
 from pipeline.reporting.paper import PAPER_TABLE1, PAPER_TABLE4
 from pipeline.reporting.results import not_run_entries, with_cells
@@ -110,6 +118,56 @@ def _difficulty_section(predictions: pd.DataFrame, manifest: pd.DataFrame | None
     return lines + ([""] + [f"- {n}" for n in notes] if notes else [])
 
 
+def _pct(value: float) -> str:
+    return "—" if pd.isna(value) else f"{100 * value:.1f}"
+
+
+def referral_section(predictions: pd.DataFrame, out_dir: str | os.PathLike,
+                     threshold: float = 0.0) -> list[str]:
+    """Write ``referral.csv`` and ``referral.png`` into ``out_dir``; return the report's section.
+
+    ``referral.csv`` is ``pipeline.evaluation.referral.summarize_referral`` of every run of every
+    2-class design; the section lists, per design, cell and policy, the lowest referral rate at
+    which no more than 5% of the positives are missed (mean over runs), and the lowest at which
+    no run misses more.
+    """
+    out = Path(out_dir)
+    lines = ["## Referral to a dermatologist", ""]
+    if not any(DESIGNS[d].positive for d in set(predictions["design"].astype(str))
+               if d in DESIGNS):
+        return lines + ["Skipped: no 2-class design ran (the referral analysis needs a decision "
+                        "threshold between one positive class and the rest).", ""]
+    summary = summarize_referral(referral_runs(predictions, threshold))
+    write_csv(out / "referral.csv", summary)
+    plot_referral(summary, out / "referral.png")
+    points = operating_points(summary, 0.05)
+    rows = [[DESIGNS[r.design].title, r.cell, POLICY_TITLES[r.policy], _pct(r.rate),
+             f"{_pct(r.referred)} [{_pct(r.referred_min)}, {_pct(r.referred_max)}]",
+             f"{_pct(r.missed)} [{_pct(r.missed_min)}, {_pct(r.missed_max)}]",
+             _pct(r.sensitivity), _pct(r.specificity), _pct(r.rate_all_runs)]
+            for r in points.itertuples()]
+    lines += ["The model decides some test cases and refers the rest to a dermatologist "
+              f"(Menegola et al. 2017, §4), at threshold {threshold:g} on the SVM score. Two "
+              "policies: refer the cases whose scores are nearest the threshold; or the paper's, "
+              "refer every positive call and the uncertain cases and decide only confident "
+              "negatives. A positive reaches a doctor when it is referred or called positive; it "
+              "is missed when the model decides it negative. Each run's curve at referral rates "
+              "0, 5, ..., 100% (tied cases are never split, so the realised rate can be higher), "
+              "then the mean over runs [min, max]; SE and SP are on the cases the model decides. "
+              "All rates in `referral.csv`.", "",
+              "Operating points at which no more than 5% of the positives (melanomas; malignant "
+              "lesions for Malignant vs. Benign) are missed: the lowest nominal referral rate "
+              "where the mean share missed over runs is ≤ 5%, and the lowest where every run's is.",
+              ""]
+    lines += [markdown_table(["Design", "Cell", "Policy", "Rate (%)", "Referred (%)",
+                              "Missed (%)", "SE decided", "SP decided", "Rate, every run (%)"],
+                             rows) if rows else "No curve reaches 5% missed.", "",
+              "The paper's policy decides negative calls only, so on the cases it decides SE is 0 "
+              "whenever a positive is among them and SP is 100%: what it costs is the share "
+              "missed."]
+    return lines + ["", "![Referral curves](referral.png)", ""]
+
+
 def write_report(out_dir: str | os.PathLike, metrics: pd.DataFrame, predictions: pd.DataFrame,
                  manifest: pd.DataFrame | None = None, not_run: Iterable[dict] = (),
                  header: dict | None = None, paper_table: pd.DataFrame | None = PAPER_TABLE1, *,
@@ -117,7 +175,8 @@ def write_report(out_dir: str | os.PathLike, metrics: pd.DataFrame, predictions:
                  difficulty_cell: str = "imagenet+ft", threshold: float = 0.0,
                  n_boot: int = 1000, seed: int = 0, extra_sections: Sequence[str] = (),
                  training: pd.DataFrame | None = None) -> Path:
-    """Write ``report.md``, ``auc.png``, ``roc.png`` and ``comparisons.csv`` into ``out_dir``.
+    """Write ``report.md``, ``auc.png``, ``roc.png``, ``referral.png``, ``referral.csv`` and
+    ``comparisons.csv`` into ``out_dir``.
 
     ``report.md`` is written last, so its presence means the report is complete.
 
@@ -182,6 +241,7 @@ def write_report(out_dir: str | os.PathLike, metrics: pd.DataFrame, predictions:
               "rates averaged at fixed false-positive rates), band ±1 sd; the legend gives the "
               "mean AUC of the plotted curves (for the 3-class design: melanoma against the rest, "
               "not Table 1's one-vs-one mean).", "", "![ROC curves per design](roc.png)", ""]
+    lines += referral_section(predictions, out, threshold)
     lines += _difficulty_section(predictions, manifest, difficulty_cell, paper_difficulty) + [""]
 
     lines += list(extra_sections)

@@ -2,7 +2,8 @@
 
 ``python -m pipeline report --config EXP`` reads ``metrics.csv``, ``predictions.csv``, the manifest
 (Table 4's difficulty) and the cells that could not run, and writes ``report.md``, ``auc.png``,
-``roc.png`` and ``comparisons.csv`` (``pipeline.reporting.report``). The header lists the
+``roc.png``, ``comparisons.csv`` and the referral analysis at ``report.threshold``
+(``referral.csv``, ``referral.png``) (``pipeline.reporting.report``). The header lists the
 experiment's facts and every declared departure from the paper (``experiment.scaled_down``,
 ``--set`` overrides). The paper's numbers are shown beside the results only for a faithful run
 (derm7pt, VGG-M, nothing scaled down). ``report.architectures`` joins other experiments'

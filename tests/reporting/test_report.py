@@ -287,7 +287,7 @@ def test_single_run_uses_a_seeded_bootstrap():
 
 def _check_pngs(folder, text):
     names = re.findall(r"!\[[^\]]+\]\(([^)]+)\)", text)
-    assert sorted(names) == ["auc.png", "roc.png"]
+    assert sorted(names) == ["auc.png", "referral.png", "roc.png"]
     for name in names:
         with Image.open(folder / name) as image:
             assert image.format == "PNG" and image.width > 600 and image.height > 300
@@ -404,3 +404,37 @@ def test_roc_figure_plots_the_mean_of_each_runs_roc_curve(grid, tmp_path):
     assert row["auc"] == pytest.approx(100 * runs.mean())
     assert row["low"] < row["auc"] < row["high"]
     assert row["paper"] == paper.PAPER_TABLE1.loc["malignant_vs_benign", "imagenet+ft"]
+
+
+def test_referral_section_files_and_the_no_referral_point(grid, tmp_path):
+    manifest, predictions, metrics = grid
+    text = report.write_report(tmp_path, metrics, predictions, manifest, n_boot=20).read_text()
+    assert "## Referral to a dermatologist" in text and "![Referral curves](referral.png)" in text
+    saved = pd.read_csv(tmp_path / "referral.csv")
+    # Only the 2-class designs; 3 cells x 2 policies x 21 rates each.
+    assert set(saved["design"]) == {"malignant_vs_benign", "melanoma_vs_benign"}
+    assert len(saved) == 2 * 3 * 2 * 21 and (saved["runs"] == 10).all()
+    # With nothing referred, the decided cases are all cases: SE and SP are metrics.csv's.
+    start = saved[(saved["policy"] == "uncertain") & (saved["rate"] == 0)]
+    for row in start.itertuples():
+        source, finetune = (row.cell[:-3], True) if row.cell.endswith("+ft") else (row.cell, False)
+        runs = metrics[(metrics["design"] == row.design) & (metrics["source"] == source)
+                       & (metrics["finetune"] == finetune)]
+        assert row.sensitivity == pytest.approx(runs["sensitivity"].mean()), row
+        assert row.specificity == pytest.approx(runs["specificity"].mean()), row
+        assert row.missed == pytest.approx(1 - runs["sensitivity"].mean()), row
+    # Everything referred: every positive reaches a doctor; the paper's policy never refers less.
+    assert (saved.loc[saved["rate"] == 1, "to_doctor"] == 1).all()
+    paper = saved[saved["policy"] == "paper"].set_index(["design", "cell", "rate"])
+    uncertain = saved[saved["policy"] == "uncertain"].set_index(["design", "cell", "rate"])
+    assert (paper["referred"] >= uncertain["referred"] - 1e-12).all()
+    # The operating-point rows: each the first rate whose mean share missed is <= 5%.
+    rows = _table_rows(text, "## Referral to a dermatologist")[2:]
+    assert rows, "no operating point in the report"
+    for cells in rows:
+        design = next(d for d, spec in DESIGNS.items() if spec.title == cells[0])
+        policy = "paper" if "paper" in cells[2] else "uncertain"
+        curve = saved[(saved["design"] == design) & (saved["cell"] == cells[1])
+                      & (saved["policy"] == policy)]
+        first = curve.loc[curve["missed"] <= 0.05, "rate"].min()
+        assert float(cells[3]) == pytest.approx(100 * first), cells
