@@ -27,6 +27,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "svm": ("pipeline.stages.svm", "train and score the linear SVM of every cell"),
     "report": ("pipeline.stages.report", "write tables, plots and report.md"),
     "compare": ("pipeline.stages.compare", "print the transfer-source comparison"),
+    "explain": ("pipeline.stages.explain",
+                "attribution maps (integrated gradients, Grad-CAM) of a cell's test images"),
     "demo-data": ("pipeline.stages.demo_data", "write the synthetic demo datasets"),
     "designs": ("pipeline.commands.designs", "print class counts per labelling design"),
     "folds-import": ("pipeline.commands.folds_import", "import the reference implementation's folds"),

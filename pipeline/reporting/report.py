@@ -168,6 +168,33 @@ def referral_section(predictions: pd.DataFrame, out_dir: str | os.PathLike,
     return lines + ["", "![Referral curves](referral.png)", ""]
 
 
+def attributions_section(out_dir: str | os.PathLike) -> list[str]:
+    """Links to the grids that ``python -m pipeline explain`` wrote into ``out_dir/explain/``,
+    with integrated gradients' completeness error per grid; nothing when there are none."""
+    out = Path(out_dir)
+    tables = sorted(out.glob("explain/*/attributions.csv"))
+    if not tables:
+        return []
+    lines = ["## Attributions", "",
+             "What the network + SVM looks at in some test images (`python -m pipeline explain`): "
+             "integrated gradients of the SVM's decision score through the network (black-image "
+             "baseline; red raises the score, blue lowers it) and Grad-CAM on the network's last "
+             "convolutional layer (its resolution is that layer's: a few cells at small inputs). "
+             "Completeness: |sum of the attributions − (f(x) − f(black))| "
+             "relative to |f(x) − f(black)|, the largest over the grid's images.", ""]
+    for path in tables:
+        table = pd.read_csv(path)
+        ig = table[table["method"] == "ig"] if "method" in table else table.iloc[:0]
+        delta = ig["f_x"] - ig["f_baseline"]
+        error = (ig["attribution_sum"] - delta).abs() / delta.abs().clip(lower=1e-12)
+        note = f"; completeness error up to {100 * error.max():.2f}%" if len(ig) else ""
+        rel = path.parent.relative_to(out).as_posix()
+        lines += [f"- `{path.parent.name}`, run {', '.join(map(str, sorted(set(table['run']))))}, "
+                  f"{table['image'].nunique()} images{note}: [{rel}/grid.png]({rel}/grid.png)"]
+        lines += ["", f"![Attributions {path.parent.name}]({rel}/grid.png)", ""]
+    return lines
+
+
 def write_report(out_dir: str | os.PathLike, metrics: pd.DataFrame, predictions: pd.DataFrame,
                  manifest: pd.DataFrame | None = None, not_run: Iterable[dict] = (),
                  header: dict | None = None, paper_table: pd.DataFrame | None = PAPER_TABLE1, *,

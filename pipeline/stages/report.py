@@ -27,7 +27,7 @@ from pipeline.models.registry import get_network
 from pipeline.protocol import parse_bool
 from pipeline.reporting.markdown import markdown_table
 from pipeline.reporting.paper import PAPER_TABLE1, PAPER_TABLE2, PAPER_TABLE3, PAPER_TABLE4
-from pipeline.reporting.report import write_report
+from pipeline.reporting.report import attributions_section, write_report
 from pipeline.reporting.tables import METRIC_TITLES, table_architectures
 from pipeline.reporting.training import training_rows
 
@@ -147,6 +147,7 @@ def run(args: argparse.Namespace) -> int:
         paper_difficulty=PAPER_TABLE4 if faithful else None,
         difficulty_cell=config["report"]["difficulty_cell"], threshold=config["report"]["threshold"],
         seed=config.seed, training=training_rows(trained_manifests(config)),
-        extra_sections=isic2016_section(config, metrics) + architectures_section(config, metrics))
+        extra_sections=isic2016_section(config, metrics) + architectures_section(config, metrics)
+        + attributions_section(config.output_dir))
     print(f"report: {path}")
     return 0
