@@ -85,8 +85,12 @@ def run_predictions(predictions: pd.DataFrame, cell: Cell, design: str, run: str
 
 
 def refit_svm(config, design: str, repeat: int, test_half: int, features_entry: str,
-              expected: pd.Series):
-    """The run's SVM, fitted again as the ``svm`` stage fits it; checked against its scores."""
+              expected: pd.Series | pd.DataFrame):
+    """The run's SVM, fitted again as the ``svm`` stage fits it; checked against its scores.
+
+    ``expected``: the run's ``predictions.csv`` scores indexed by image, a Series (``score``,
+    2-class designs) or a frame of the ``score_<class>`` columns in class order (3 classes).
+    Returns ``(FitResult, largest absolute score difference)``."""
     table = artifacts.manifest(config)
     folds = artifacts.folds(config, design, table)
     labels = apply_design(table, design).set_index("image")["label"]
@@ -99,11 +103,13 @@ def refit_svm(config, design: str, repeat: int, test_half: int, features_entry: 
                          C_grid=svm["C_grid"], selection=svm["selection"],
                          validation_fraction=svm["validation_fraction"], seed=config.seed,
                          classes=get_design(design).classes)
-    scores = pd.Series(decision_scores(fit, np.asarray(X[row_of[test].to_numpy()])), index=test)
+    values = decision_scores(fit, np.asarray(X[row_of[test].to_numpy()]))
+    scores = pd.DataFrame(values.reshape(len(test), -1), index=test)
     if set(scores.index) != set(expected.index):
         raise PipelineError(f"the run's test images in {config.path_of('predictions.csv')} are "
                             "not those the folds give it now; rerun `make svm`.")
-    gap = float(np.max(np.abs(scores[expected.index].to_numpy() - expected.to_numpy())))
+    want = np.asarray(expected.to_numpy(), dtype=np.float64).reshape(len(expected), -1)
+    gap = float(np.max(np.abs(scores.loc[expected.index].to_numpy() - want)))
     if gap > SCORE_TOLERANCE:
         raise PipelineError(f"the SVM refitted from {features_entry} gives scores up to {gap:.3g} "
                             f"away from {config.path_of('predictions.csv')}: the features or "
