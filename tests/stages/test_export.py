@@ -37,7 +37,7 @@ dataset = "derm7pt"
 root = "{root}/derm7pt"
 
 [folds]
-designs = ["melanoma_vs_benign"]
+designs = ["melanoma_vs_benign", "melanoma_vs_bcc_vs_benign"]
 repeats = 2
 
 [network]
@@ -58,6 +58,7 @@ batch_size = 8
 
 [svm]
 C_grid = [10.0, 1000.0]  # large C: scores spread over a wide range, so 1e-5 is a sharp check
+validation_fraction = 0.4  # the 3-class design: every class in the validation split
 """
 STAGES = ["data", "folds", "pretrain", "finetune", "features", "svm"]
 DESIGN = "melanoma_vs_benign"
@@ -171,6 +172,29 @@ def copy(exported, tmp_path) -> Path:
 @pytest.fixture(scope="module")
 def an_image(experiment) -> str:
     return next(iter(files_of(experiment).values()))
+
+
+def test_a_three_class_run_predicts_one_score_per_class(experiment, tmp_path):
+    from pipeline.data.designs import get_design
+
+    design = get_design("melanoma_vs_bcc_vs_benign")
+    folder = tmp_path / "model3"
+    assert main(["export", "--config", str(experiment), "--cell", "none+ft", "--design",
+                 design.name, "--run", "1/1", "--out", str(folder)]) == 0
+    table = pd.read_csv(out(experiment, "predictions.csv"), dtype={"image": str})
+    rows = table[(table["source"] == "none") & (table["finetune"]) & (table["design"] ==
+                 design.name) & (table["repeat"] == 1) & (table["test_half"] == 1)]
+    paths = [files_of(experiment)[i] for i in rows["image"]]
+    assert main(["predict", "--model", str(folder), "--image", *paths,
+                 "--out", str(tmp_path / "s.csv")]) == 0
+    got = pd.read_csv(tmp_path / "s.csv")
+    columns = [f"score_{c}" for c in design.classes]
+    assert list(got.columns) == ["image", *columns, "predicted"]
+    gap = float(np.max(np.abs(got[columns].to_numpy() - rows[columns].to_numpy())))
+    print(f"none+ft 3-class run 1/1: max |predict - predictions.csv| = {gap:.2e}")
+    assert gap < 1e-5
+    want = np.asarray(design.classes)[rows[columns].to_numpy().argmax(axis=1)]
+    assert (got["predicted"].to_numpy() == want).all()
 
 
 def test_a_newer_schema_version_is_refused(copy, capsys, an_image):
