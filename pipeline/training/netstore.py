@@ -133,6 +133,7 @@ def train_and_save(entry: Path, model, spec, pixels: np.ndarray, labels: np.ndar
                               "images_per_second": result.images_per_second,
                               "history": result.history, "steps": result.steps,
                               "val_majority": result.val_majority,
+                              "val_chance": result.val_chance,
                               "weight_change": result.weight_change})
     remove_tree(partial, entry.parent)
     return entry

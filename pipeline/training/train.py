@@ -52,8 +52,10 @@ class TrainResult:
     Attributes:
         history: one dict per epoch: ``epoch`` (1-based), ``loss`` (the training objective,
             cross-entropy plus the L2 penalty, mean over the epoch), ``val_loss`` (validation
-            cross-entropy), ``val_accuracy``, ``seconds`` (whole epoch), ``train_seconds``
-            (planning and training steps, without validation).
+            cross-entropy), ``val_accuracy``, ``val_balanced_accuracy`` (the mean over classes of
+            each class's recall: always answering one class scores 1/k, whatever the class
+            shares), ``seconds`` (whole epoch), ``train_seconds`` (planning and training steps,
+            without validation).
         best_epoch: 1-based epoch whose weights the model holds on return.
         best_val_loss: its validation loss.
         images_per_second: training throughput over every epoch in ``history`` (the first epoch of
@@ -62,6 +64,8 @@ class TrainResult:
         steps: SGD steps over all epochs (batches of ``recipe.batch_size``).
         val_majority: the share of the commonest class in the validation split: the accuracy of
             always answering it, what ``val_accuracy`` must beat to show learning.
+        val_chance: ``1 / k``, the balanced accuracy of always answering one class (or of
+            guessing), what ``val_balanced_accuracy`` must beat.
         weight_change: ``||w_end - w_start|| / ||w_start||`` over the trainable weights: how far
             training moved the network (a few % means it barely trained).
     """
@@ -73,6 +77,7 @@ class TrainResult:
     resumed_from: int = 0
     steps: int = 0
     val_majority: float = 0.0
+    val_chance: float = 0.0
     weight_change: float = 0.0
 
 
@@ -199,6 +204,7 @@ def train_classifier(model: keras.Model, images: np.ndarray, y: np.ndarray, *, r
                        resumed_from=state["resumed_from"],
                        steps=len(history) * math.ceil(state["epoch_size"] / recipe.batch_size),
                        val_majority=float(np.bincount(y[val_idx]).max() / len(val_idx)),
+                       val_chance=1.0 / classes,
                        weight_change=math.sqrt(moved / size) if size > 0 else 0.0)
 
 
@@ -235,7 +241,8 @@ def _run_epochs(model, optimizer, steps, images, y, train_idx, val_idx, classes,
             train_seconds = time.perf_counter() - started
             if statistics_data is not None:  # the statistics of the weights just learned
                 recompute_statistics(model, statistics_data)
-            val_loss, val_accuracy = _evaluate(val_step, val_data, len(val_idx))
+            val_loss, val_accuracy, val_balanced = _evaluate(val_step, val_data, y[val_idx],
+                                                             classes)
             if not (math.isfinite(loss) and math.isfinite(val_loss)):
                 raise PipelineError(f"training diverged in epoch {epoch} (loss {loss}, val_loss "
                                     f"{val_loss}); lower the recipe's learning_rate.")
@@ -246,6 +253,7 @@ def _run_epochs(model, optimizer, steps, images, y, train_idx, val_idx, classes,
             elif state["best"] is None:
                 state["best"] = state["previous"]
             row = {"epoch": epoch, "loss": loss, "val_loss": val_loss, "val_accuracy": val_accuracy,
+                   "val_balanced_accuracy": val_balanced,
                    "seconds": time.perf_counter() - started, "train_seconds": train_seconds}
             state["history"].append(row)
             state["epoch"] = epoch
@@ -339,19 +347,23 @@ def _steps(model, optimizer, kernels, l2: float):
     def val_step(x, target):
         probabilities = tf.cast(model(x, training=False), tf.float32)
         losses = keras.losses.categorical_crossentropy(target, probabilities)
-        hits = tf.equal(tf.argmax(probabilities, -1), tf.argmax(target, -1))
-        return tf.reduce_sum(losses), tf.reduce_sum(tf.cast(hits, tf.float32))
+        hits = tf.cast(tf.equal(tf.argmax(probabilities, -1), tf.argmax(target, -1)), tf.float32)
+        return tf.reduce_sum(losses), tf.reduce_sum(target * hits[:, None], axis=0)  # per class
 
     return train_step, val_step
 
 
-def _evaluate(val_step, data, count: int) -> tuple[float, float]:
-    """Mean cross-entropy and accuracy over the validation set (no augmentation, no dropout)."""
-    loss, hits = tf.constant(0.0), tf.constant(0.0)
+def _evaluate(val_step, data, y_val: np.ndarray, classes: int) -> tuple[float, float, float]:
+    """Mean cross-entropy, accuracy and balanced accuracy (mean recall over the classes present)
+    over the validation set (no augmentation, no dropout)."""
+    loss, hits = tf.constant(0.0), tf.zeros(classes)
     for x, target in data:
         batch_loss, batch_hits = val_step(x, target)
         loss, hits = loss + batch_loss, hits + batch_hits
-    return float(loss) / count, float(hits) / count
+    hits, counts = hits.numpy().astype(np.float64), np.bincount(y_val, minlength=classes)
+    present = counts > 0
+    return (float(loss) / len(y_val), float(hits.sum()) / len(y_val),
+            float(np.mean(hits[present] / counts[present])))
 
 
 def _check_images(images) -> None:

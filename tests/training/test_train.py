@@ -155,6 +155,12 @@ def test_training_lowers_validation_loss_and_restores_the_best_weights(reference
     probabilities = model.predict(scale(images[val_idx].astype(np.float32)), verbose=0)
     cross_entropy = -np.mean(np.log(probabilities[np.arange(len(val_idx)), y[val_idx]]))
     assert np.isclose(cross_entropy, result.best_val_loss, rtol=1e-4), "best weights not restored"
+    # the kept epoch's accuracy and balanced accuracy (mean recall per class), recomputed
+    predicted, truth = probabilities.argmax(axis=1), y[val_idx]
+    best = result.history[result.best_epoch - 1]
+    assert best["val_accuracy"] == pytest.approx(np.mean(predicted == truth))
+    recalls = [np.mean(predicted[truth == k] == k) for k in (0, 1)]
+    assert best["val_balanced_accuracy"] == pytest.approx(np.mean(recalls))
 
 
 @pytest.mark.slow
