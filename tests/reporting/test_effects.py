@@ -25,7 +25,13 @@ def _metrics(shift_imagenet: float, shift_scratch: float, noise: float, seed: in
 
 
 def test_a_clear_effect_is_shown_a_reversed_one_contradicted_a_small_one_within_noise():
-    effects = cell_effects(comparisons(_metrics(0.08, -0.08, 0.003)))
+    table = comparisons(_metrics(0.08, -0.08, 0.003))
+    effects = cell_effects(table)
+    # the verdict's p is the combined F test's, the t test's is carried beside it
+    pair = table[{"none", "imagenet"} == table[["a", "b"]].apply(set, axis=1)]
+    shown = effects.set_index("better").loc["imagenet"]
+    assert shown["p"] == pair["f_p"].iloc[0] and shown["t_p"] == pair["t_p"].iloc[0]
+    assert shown["p"] != shown["t_p"]
     by_claim = effects.set_index("better")["verdict"].to_dict()
     assert by_claim["imagenet"].startswith("shown")
     assert by_claim["none+ft"].startswith("contradicted")
@@ -48,17 +54,28 @@ def test_difficulty_effect_from_per_run_aucs():
     assert difficulty_effects(missing).iloc[0]["verdict"] == "not tested"
 
 
-def test_training_evidence_says_whether_each_network_beat_the_majority():
-    history = [{"val_accuracy": 0.6, "val_loss": 1.0}, {"val_accuracy": 0.8, "val_loss": 0.5}]
+def test_training_evidence_says_whether_each_network_beat_the_majority_and_chance():
+    history = [{"val_accuracy": 0.6, "val_loss": 1.0, "val_balanced_accuracy": 0.45},
+               {"val_accuracy": 0.8, "val_loss": 0.5, "val_balanced_accuracy": 0.5}]
     rows = training_rows([
         {"source": "retinopathy", "stage": "pretrain", "history": history, "best_epoch": 2,
-         "steps": 40, "val_majority": 0.73, "weight_change": 0.21},
+         "steps": 40, "val_majority": 0.73, "val_chance": 0.2, "weight_change": 0.21},
         {"source": "none", "stage": "finetune", "design": "melanoma_vs_benign",
          "history": history[:1], "best_epoch": 1, "steps": 12, "val_majority": 0.7,
-         "weight_change": 0.01},
+         "val_chance": 0.5, "weight_change": 0.01},
+        {"source": "none", "stage": "finetune", "design": "melanoma_vs_benign",  # balanced epochs
+         "history": [{"val_accuracy": 0.65, "val_loss": 0.6, "val_balanced_accuracy": 0.7}],
+         "best_epoch": 1, "steps": 12, "val_majority": 0.7, "val_chance": 0.5,
+         "weight_change": 0.03},
+        {"source": "double", "stage": "pretrain", "best_epoch": 1, "steps": 9,  # older manifest
+         "history": [{"val_accuracy": 0.9, "val_loss": 0.3}], "val_majority": 0.73,
+         "weight_change": 0.1},
         {"source": "imagenet", "stage": "pretrain"},  # not trained: left out
     ])
-    assert rows["learned"].tolist() == [True, False]
+    assert rows["beat_majority"].tolist() == [True, False, False, True]
+    assert rows["learned"].tolist() == [True, False, True, True]
     text = "\n".join(training_section(rows))
-    assert "| retinopathy | 2 | 40 | 2 | 0.800 | 0.730 | 21.0% | yes |" in text
-    assert "| none+ft | melanoma_vs_benign | 1 | 12 | 0.600 | 0.700 | 1.0% | 0/1 |" in text
+    assert "| retinopathy | 2 | 40 | 2 | 0.800 | 0.730 | 0.500 | 0.200 | 21.0% | yes |" in text
+    assert "| double | 1 | 9 | 1 | 0.900 | 0.730 | — | — | 10.0% | yes |" in text
+    assert ("| none+ft | melanoma_vs_benign | 2 | 12 | 0.625 | 0.700 | 0.575 | 0.500 | 2.0% | "
+            "0/2 | 1/2 |") in text
