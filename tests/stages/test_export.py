@@ -273,8 +273,14 @@ def test_all_data_fits_the_svm_on_every_image_as_scikit_learn_does(experiment, t
     assert info["provenance"]["n_train"] == len(labelled) > 32
     with np.load(folder / "svm.npz") as stored:
         scores = X @ stored["coef"][0] + stored["intercept"][0]
-    np.testing.assert_allclose(scores, reference.decision_function(X), atol=1e-4,
+    # Both stop at libsvm's tolerance 1e-3 (on the Gram matrix vs the linear kernel: other
+    # rounding, other SMO paths), so their scores agree to ~1e-3, not to float precision ...
+    np.testing.assert_allclose(scores, reference.decision_function(X), atol=3e-3,
                                err_msg="all-data SVM vs scikit-learn's SVC on all images")
+    # ... which still tells apart an SVM fitted on all images from one fitted on a training half.
+    half = np.arange(len(y)) % 2 == 0
+    on_half = SVC(kernel="linear", C=best).fit(X[half], y[half]).decision_function(X)
+    assert np.max(np.abs(scores - on_half)) > 3e-2
     # And predict applies it to the original files through the whole chain.
     some = labelled["image"].tolist()[:6]
     assert main(["predict", "--model", str(folder), "--out", str(tmp_path / "s.csv"), "--image",
