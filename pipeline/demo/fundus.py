@@ -20,6 +20,9 @@ from pipeline.errors import PipelineError
 
 FUNDUS_SIZE = 256
 GRADES = (73.0, 7.0, 15.0, 2.5, 2.5)   # Kaggle: 25,810 / 2,443 / 5,292 / 873 / 708 images
+# Lesions are drawn this many times larger than to scale (and twice as many), so that the grades
+# survive the demo's small network inputs (48-64 px); at Kaggle's resolution real ones are visible.
+LESION_SCALE = 2.5
 
 
 def _retinal_vessel(draw, rng, x, y, heading, turn, width, colour, inside, depth):
@@ -112,8 +115,9 @@ def draw_fundus(rng: np.random.Generator, grade: int, size: int = FUNDUS_SIZE, *
                 out.append((px, py))
         return out
 
-    lam = {"ma": (0, 5, 10, 22, 22), "blot": (0, 0, 5, 18, 20), "flame": (0, 0, 1, 5, 6),
-           "exudate": (0, 0, 3, 5, 6), "cws": (0, 0, 1, 3, 4)}
+    lam = {"ma": (0, 10, 20, 44, 44), "blot": (0, 0, 10, 36, 40), "flame": (0, 0, 2, 10, 12),
+           "exudate": (0, 0, 6, 10, 12), "cws": (0, 0, 2, 6, 8)}
+    k = k * LESION_SCALE  # from here on: lesion sizes
     count = {name: int(rng.poisson(v[grade])) + (1 if name == "ma" and grade else 0)
              for name, v in lam.items()}
     for px, py in spots(count["exudate"], fovea, 0.25 * rad):   # circinate clusters

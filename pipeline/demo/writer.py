@@ -3,7 +3,7 @@
 The Atlas and Kaggle images cannot be shipped, so ``demo-data`` writes look-alikes that every stage
 can run on: dermoscopy drawn by ``pipeline.demo.skin``, fundus photographs by
 ``pipeline.demo.fundus``. ``python -m pipeline demo-data --out demo_data [--seed 0]
-[--skin-cases 240] [--fundus-images 300]`` writes, under the output folder:
+[--skin-cases 520] [--fundus-images 640]`` writes, under the output folder:
 
 - ``derm7pt/meta/meta.csv`` (exactly the derm7pt columns, one row per case, sorted by diagnosis as
   the release is), ``derm7pt/meta/{train,valid,test}_indexes.csv`` (the release's split files:
@@ -171,8 +171,8 @@ def demo_paths(out_dir: str | os.PathLike) -> dict[str, Path]:
             "retinopathy_images": out / "retinopathy" / "train"}
 
 
-def is_current(out_dir: str | os.PathLike, *, seed: int = 0, skin_cases: int = 240,
-               fundus_images: int = 300) -> bool:
+def is_current(out_dir: str | os.PathLike, *, seed: int = 0, skin_cases: int = 520,
+               fundus_images: int = 640) -> bool:
     """Whether ``out_dir`` already holds complete demo data made with these parameters."""
     path = Path(out_dir) / MANIFEST
     if not path.is_file():
@@ -181,8 +181,8 @@ def is_current(out_dir: str | os.PathLike, *, seed: int = 0, skin_cases: int = 2
     return all(recorded.get(k) == v for k, v in _params(seed, skin_cases, fundus_images).items())
 
 
-def write_demo_data(out_dir: str | os.PathLike, *, seed: int = 0, skin_cases: int = 240,
-                    fundus_images: int = 300) -> dict[str, Path]:
+def write_demo_data(out_dir: str | os.PathLike, *, seed: int = 0, skin_cases: int = 520,
+                    fundus_images: int = 640) -> dict[str, Path]:
     """Write the synthetic derm7pt and retinopathy datasets (see the module docstring).
 
     Idempotent: if ``out_dir/manifest.json`` records the same parameters nothing is written.

@@ -18,10 +18,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", type=Path, default=Path("demo_data"),
                         help="output folder (default: demo_data)")
     parser.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
-    parser.add_argument("--skin-cases", type=int, default=240,
-                        help="derm7pt cases, i.e. dermoscopic images (default: 240)")
-    parser.add_argument("--fundus-images", type=int, default=300,
-                        help="retinopathy images, an even number (default: 300)")
+    parser.add_argument("--skin-cases", type=int, default=520,
+                        help="derm7pt cases, i.e. dermoscopic images (default: 520)")
+    parser.add_argument("--fundus-images", type=int, default=640,
+                        help="retinopathy images, an even number (default: 640)")
 
 
 def run(args: argparse.Namespace) -> int:

@@ -187,6 +187,20 @@ def test_fundus_lesions_increase_with_grade():
     assert area[0] == 0 and 0 < area[1] < area[2] < area[3] < area[4], area
 
 
+def test_fundus_grades_survive_the_demos_48_px_input():
+    # The demo's networks see 48 px: a moderate grade (2) must still change over 6% of those
+    # pixels visibly (a mean of 10 grey levels over the colour channels), a mild one (1) some.
+    from PIL import Image
+
+    def changed_share(grade, seed):
+        small = [np.asarray(draw_fundus(np.random.default_rng(seed), g).resize(
+            (48, 48), Image.BILINEAR), float) for g in (0, grade)]
+        return np.mean(np.abs(small[1] - small[0]).mean(axis=2) > 10)
+
+    share = {g: np.mean([changed_share(g, seed) for seed in range(4)]) for g in (1, 2, 4)}
+    assert 0.002 < share[1] < share[2] < share[4] and share[2] > 0.06, share
+
+
 def test_second_run_does_nothing_and_other_parameters_are_refused(demo):
     meta = demo / "derm7pt" / "meta" / "meta.csv"
     stamp = (meta.stat().st_mtime_ns, (demo / "manifest.json").stat().st_mtime_ns)
