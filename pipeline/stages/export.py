@@ -14,11 +14,15 @@ version), which ``python -m pipeline predict --model DIR`` applies to image file
   selection (``svm.selection``, ``svm.validation_fraction``, the experiment's seed) on all of
   them. For a cell without fine-tuning that is the source network's features of every image (the
   cached ones; for the untrained ``none`` network, centred on its training images' mean, the mean
-  of all images and features computed here). A fine-tuned cell would need a network fine-tuned on
-  every image, which ``finetune`` does not make: refused, naming the alternatives.
+  of all images and features computed here). For a fine-tuned cell, the source network fine-tuned
+  on every image of the design exactly as ``finetune`` fine-tunes it on a training half
+  (``pipeline.stages.finetune.finetune_one``: same recipe, new head, seed and mean), stored in the
+  network cache under a key holding those images (a second export reuses it), and its features of
+  every image extracted into the feature cache (``pipeline.features.extraction``).
 
 Reads ``manifest.csv``, ``folds/``, ``networks.json``, ``finetuned.csv``, ``features.csv``,
-``runs.csv``, ``metrics.csv`` and ``predictions.csv``; writes only ``--out``.
+``runs.csv``, ``metrics.csv`` and ``predictions.csv``; writes ``--out`` and, for ``--all-data`` of a
+fine-tuned cell, one network entry and one feature entry in the experiment's cache.
 """
 
 from __future__ import annotations
@@ -54,8 +58,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     which.add_argument("--run", default=None, metavar="REPEAT/TEST_HALF",
                        help="the run, as in predictions.csv (default: the cell's first run)")
     which.add_argument("--all-data", action="store_true",
-                       help="train the final SVM on every image of the design (cells without "
-                            "fine-tuning)")
+                       help="train the final model on every image of the design (fine-tuned "
+                            "cells: the network too, cached)")
     parser.add_argument("--out", required=True, help="the model folder to write")
 
 
@@ -100,12 +104,6 @@ def export_all_data(config, cell: Cell, design: Design) -> dict:
     """The SVM fitted on every image of the design, its network and mean, and its provenance."""
     from pipeline.training import netstore
 
-    if cell.finetune:
-        raise PipelineError(f"--all-data for the fine-tuned cell {cell.name} needs a network "
-                            f"fine-tuned on every image of {design.name}, which the `finetune` "
-                            "stage does not make (it fine-tunes one network per training half). "
-                            f"Export one run of it instead (--run REPEAT/TEST_HALF), or use "
-                            f"--all-data with a cell without fine-tuning (e.g. {cell.source}).")
     status = artifacts.networks(config).get(cell.source)
     if status is None or status["status"] != "ok":
         why = status["reason"] if status else "it is not in networks.json"
@@ -114,7 +112,12 @@ def export_all_data(config, cell: Cell, design: Design) -> dict:
     table = artifacts.manifest(config)
     labelled = apply_design(table, design.name)
     ids, labels = labelled["image"].tolist(), labelled["label"].to_numpy()
-    if per_training_half(cell.source, False):
+    if cell.finetune:
+        net, entry = finetuned_on_all(config, cell, design, table, labelled, status["entry"])
+        features, feature_ids = load_features(entry)
+        assert feature_ids == ids, "the feature entry's rows are the design's images in order"
+        X, mean = np.asarray(features), net.mean
+    elif per_training_half(cell.source, False):
         # The untrained network is centred on its training images' mean: here, all of them.
         from pipeline.serving.predict import image_features
         from pipeline.training.train import compute_mean
@@ -150,6 +153,44 @@ def export_all_data(config, cell: Cell, design: Design) -> dict:
                            "n_train": len(ids), "refit_score_gap": None, "metrics": None}}
 
 
+def finetuned_on_all(config, cell: Cell, design: Design, table: pd.DataFrame,
+                     labelled: pd.DataFrame, source_entry: str):
+    """The cell's source network fine-tuned on every image of the design, and its features of them.
+
+    The network is made by ``finetune``'s own function with all of the design's images as the
+    training set, so its cache key differs from every per-half entry only by those images; the
+    features are extracted as ``features`` extracts a fine-tuned network's (its own mean, the
+    experiment's batch size, this device).
+
+    Returns:
+        ``(network, feature entry)``: the ``StoredNetwork`` and the feature entry whose rows are
+        ``labelled["image"]`` in order.
+    """
+    from pathlib import Path
+
+    from pipeline.cache.entries import entry_complete
+    from pipeline.cache.files import short_key
+    from pipeline.console import log
+    from pipeline.features.extraction import extract_features, feature_key
+    from pipeline.models.device import device_kind
+    from pipeline.stages.finetune import finetune_one
+    from pipeline.training import netstore
+
+    images = artifacts.target_images(config, table)
+    ids = labelled["image"].tolist()
+    tag = f"{cell.name} {design.name} all-data"
+    net_entry = finetune_one(config, Path(source_entry), images, labelled, ids, design.name, tag,
+                             netstore.HeadSwapPool())
+    net = netstore.load(net_entry)
+    batch_size, device = config["extract"]["batch_size"], device_kind()
+    entry = config.cache_dir / "features" / short_key(
+        feature_key(net_entry, images, ids, batch_size, device))
+    if not entry_complete(entry):
+        log(f"export {tag}: features of {len(ids)} images")
+    extract_features(net, images, ids, entry, batch_size=batch_size, device=device)
+    return net, str(entry)
+
+
 def model_info(config, cell: Cell, design: Design, result: dict) -> dict:
     """``model.json`` (without the schema version) of an exported model."""
     fit, net, mean = result["fit"], result["network"], result["mean"]
@@ -173,6 +214,7 @@ def model_info(config, cell: Cell, design: Design, result: dict) -> dict:
                        "manifest_sha256": hash_file(manifest_path), "cell": cell.name,
                        "design": design.name, "features_entry": result["features"],
                        "network_entry": str(net.entry), "network_digest": net.info["digest"],
+                       "network_train_ids": net.info.get("train_ids"),
                        **result["provenance"]},
     }
 

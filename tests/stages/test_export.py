@@ -3,7 +3,8 @@ tests/stages/test_explain.py (VGG-M at 48 px and 1/16 width, cells none, none+ft
 2 repeats), built once per module: an exported run's ``predict`` on the original image files
 reproduces its ``predictions.csv`` scores; a newer schema, a changed or missing file, an
 unreadable image and metadata options are refused; ``--all-data`` fits the SVM on every image
-(checked against an independent scikit-learn fit)."""
+(checked against an independent scikit-learn fit) and, for a fine-tuned cell, fine-tunes the
+network on every image first (cached: a second export trains nothing)."""
 
 from __future__ import annotations
 
@@ -306,10 +307,71 @@ def test_all_data_for_the_untrained_network_centres_it_on_every_image(experiment
     assert info["provenance"]["n_train"] == len(labelled)
 
 
+def test_all_data_fine_tunes_the_network_on_every_image_and_caches_it(experiment, tmp_path,
+                                                                      capsys):
+    from pipeline.data.designs import apply_design
+    from pipeline.data.images import load_image
+    from pipeline.data.manifest import read_manifest
+    from pipeline.features.extraction import load_features
+    from pipeline.folds.table import train_ids_digest
+
+    labelled = apply_design(read_manifest(out(experiment, "manifest.csv")), DESIGN)
+    ids = labelled["image"].tolist()
+    folder = tmp_path / "final-ft"
+    capsys.readouterr()
+    assert export(experiment, "none+ft", folder, "--all-data") == 0
+    first = capsys.readouterr().err
+    info = json.loads((folder / "model.json").read_text())
+    provenance = info["provenance"]
+    # Trained on every image of the design: the SVM and the network.
+    assert provenance["run"] == "all-data" and provenance["n_train"] == len(ids) > 32
+    assert provenance["train_ids"] == train_ids_digest(ids)
+    network = json.loads((folder / "network" / "manifest.json").read_text())
+    assert network["train_ids"] == provenance["network_train_ids"] == train_ids_digest(ids)
+    assert f"finetune none+ft {DESIGN} all-data: {len(ids)} images" in first
+    # none+ft is centred on its training images' mean, here all of them (as finetune does).
+    paths = [files_of(experiment)[i] for i in ids]
+    pixels = np.stack([load_image(p, 48, crop_black_frame=True) for p in paths])
+    np.testing.assert_allclose(info["preprocessing"]["mean"],
+                               pixels.astype(np.float64).mean(axis=(0, 1, 2)), rtol=1e-5,
+                               err_msg="the none+ft network's mean over all images")
+    # Not one of the networks fine-tuned on a training half.
+    finetuned = pd.read_csv(out(experiment, "finetuned.csv"))
+    halves = finetuned[(finetuned["source"] == "none") & (finetuned["design"] == DESIGN)]
+    digests = {json.loads((Path(e) / "manifest.json").read_text())["digest"]
+               for e in halves["entry"]}
+    assert len(halves) == len(digests) == 4
+    assert network["digest"] == provenance["network_digest"] not in digests
+    assert Path(provenance["network_entry"]).resolve() not in {
+        Path(e).resolve() for e in halves["entry"]}
+    # predict on the original files = the cached all-data features through svm.npz.
+    features, feature_ids = load_features(provenance["features_entry"])
+    assert feature_ids == ids
+    with np.load(folder / "svm.npz") as stored:
+        scores = (normalize(np.asarray(features, np.float64)) @ stored["coef"][0]
+                  + stored["intercept"][0])
+    assert np.ptp(scores) > 0.1, "scores too close together for a sharp check"
+    some = [0, 1, len(ids) // 2, len(ids) - 1]
+    assert main(["predict", "--model", str(folder), "--out", str(tmp_path / "s.csv"), "--image",
+                 *[paths[i] for i in some]]) == 0
+    got = pd.read_csv(tmp_path / "s.csv")["score"].to_numpy()
+    np.testing.assert_allclose(got, scores[some], rtol=0, atol=1e-5,
+                               err_msg="predict vs the all-data features through svm.npz")
+    # A second export reuses the cached network and features: nothing is trained or extracted.
+    weights = Path(provenance["network_entry"]) / "model.weights.h5"
+    mtime = weights.stat().st_mtime_ns
+    capsys.readouterr()
+    assert export(experiment, "none+ft", tmp_path / "again", "--all-data") == 0
+    second = capsys.readouterr().err
+    assert f"finetune none+ft {DESIGN} all-data: cached" in second
+    assert "images, 3 epochs" not in second and "features of" not in second
+    assert weights.stat().st_mtime_ns == mtime
+    again = json.loads((tmp_path / "again" / "model.json").read_text())["provenance"]
+    assert again["network_digest"] == provenance["network_digest"]
+    assert (tmp_path / "again" / "svm.npz").read_bytes() == (folder / "svm.npz").read_bytes()
+
+
 def test_export_errors_name_the_fix(experiment, tmp_path, capsys):
-    assert export(experiment, "none+ft", tmp_path / "m", "--all-data") == 2
-    err = capsys.readouterr().err
-    assert "fine-tuned cell none+ft" in err and "--run REPEAT/TEST_HALF" in err
     assert export(experiment, "imagenet", tmp_path / "m", "--run", "1/1") == 2
     assert "no run of cell imagenet" in capsys.readouterr().err
     (tmp_path / "notes").mkdir()
