@@ -10,7 +10,9 @@ validation accuracy can sit at the majority-class share while its training loss 
 ``recompute_statistics`` replaces the averages by the statistics of the training images under the
 current weights (Wu & Johnson, "Rethinking 'Batch' in BatchNorm", 2021, section 3: PreciseBN): the
 model runs in training mode over the training images, unaugmented, batch by batch, and each layer's
-mean and variance are pooled over every image. The training recipe calls it after every epoch
+mean and variance are pooled over every image. Dropout layers (EfficientNet's drop-connect among
+them) are switched off meanwhile: at inference every residual branch is present, so statistics
+taken with branches randomly dropped would not be those the network sees. The training recipe calls it after every epoch
 when ``batchnorm = "precise"``; the weights SGD learns are untouched, and a network without
 BatchNormalization (VGG) is unaffected. Validation images never enter the statistics.
 """
@@ -73,6 +75,19 @@ def recompute_statistics(model, data) -> int:
     layers, step = _statistics_step(model)
     if not layers:
         return 0
+    # Keras's Dropout reads its rate when called (traced): 0 while the statistics are taken.
+    dropouts = [l for l in walk_layers(model) if isinstance(l, keras.layers.Dropout)]
+    rates = [l.rate for l in dropouts]
+    for layer in dropouts:
+        layer.rate = 0.0
+    try:
+        return _pool(layers, step, data)
+    finally:
+        for layer, rate in zip(dropouts, rates):
+            layer.rate = rate
+
+
+def _pool(layers, step, data) -> int:
     saved = [(l.moving_mean.numpy(), l.moving_variance.numpy()) for l in layers]
     first = [np.zeros(l.moving_mean.shape, np.float64) for l in layers]
     second = [np.zeros(l.moving_mean.shape, np.float64) for l in layers]

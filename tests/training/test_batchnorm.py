@@ -73,6 +73,25 @@ def test_statistics_are_those_of_every_image_pooled_over_uneven_batches():
     assert sorted(names[i].split("/")[-1] for i in changed) == ["moving_mean", "moving_variance"]
 
 
+def test_dropout_before_a_batchnorm_layer_does_not_enter_its_statistics():
+    # EfficientNet's drop-connect sits before BatchNormalization layers: at inference every
+    # branch is present, so the statistics must be taken without dropping any.
+    images, y = data(n=12)
+    keras.utils.set_random_seed(0)
+    inputs = keras.Input((SIZE, SIZE, 3))
+    h = keras.layers.Conv2D(4, 3, name="conv")(inputs)
+    h = keras.layers.Dropout(0.5, noise_shape=(None, 1, 1, 1))(h)
+    h = keras.layers.BatchNormalization(name="bn")(h)
+    h = keras.layers.GlobalAveragePooling2D()(h)
+    model = keras.Model(inputs, keras.layers.Dense(2, activation="softmax")(h))
+    recompute_statistics(model, batches(images, y, np.arange(12), 4))
+    mean, variance = conv_statistics(model, images)
+    bn = model.get_layer("bn")
+    np.testing.assert_allclose(bn.moving_mean.numpy(), mean, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(bn.moving_variance.numpy(), variance, rtol=1e-4, atol=1e-6)
+    assert model.layers[2].rate == 0.5  # restored
+
+
 def test_a_network_without_batchnorm_is_untouched():
     images, y = data(n=8)
     keras.utils.set_random_seed(0)
