@@ -172,6 +172,13 @@ def _cross_checks(config: Config) -> None:
         raise PipelineError(f"`folds.scheme = \"official\"` in {path} needs a dataset with an official "
                             f"train/test split (isic2016); got `data.dataset = "
                             f"\"{config['data']['dataset']}\"`. Use scheme = \"5x2\".")
+    if config["folds"]["scheme"] == "holdout":
+        from pipeline.folds.holdout import check_fractions
+
+        try:
+            check_fractions(config["folds"]["holdout"])
+        except PipelineError as exc:
+            raise PipelineError(f"`folds.holdout` in {path}: {exc}") from None
     retinopathy = [c.name for c in config.cells if c.source in RETINOPATHY_SOURCES]
     if retinopathy and not config["pretrain"]["retinopathy_root"]:
         raise PipelineError(f"cells {retinopathy} in {path} need the Retinopathy source task, but "

@@ -238,11 +238,24 @@ SCHEMA: dict[str, dict[str, Key]] = {
         "designs": Key(kind="list", default=list(DESIGNS), description="labelling designs",
                        item=Key(kind="choice", default=None, choices=tuple(DESIGNS),
                                 description="a design")),
-        "scheme": Key(kind="choice", default="5x2", choices=("5x2", "official"),
-                      description="'5x2' cross-validation (paper) or the dataset's 'official' "
-                                  "train/test split"),
+        "scheme": Key(kind="choice", default="5x2", choices=("5x2", "official", "holdout"),
+                      description="'5x2' cross-validation (paper), the dataset's 'official' "
+                                  "train/test split, or one 'holdout' train/validation/test "
+                                  "split (Kim & Rocheteau 2020)"),
         "repeats": Key(kind="int", default=5, minimum=1,
                        description="repeats of the 2-fold split (paper: 5)"),
+        "holdout": Key(kind="list", default=[0.6, 0.2, 0.2], unique=False,
+                       description="scheme 'holdout': train, validation and test shares "
+                                   "(Kim & Rocheteau: 0.6, 0.2, 0.2; three numbers summing to 1)",
+                       item=Key(kind="float", default=None, minimum=0, maximum=1,
+                                exclusive_minimum=True, description="a share")),
+        "holdout_grouping": Key(kind="choice", default="grouped", choices=("grouped", "leaky"),
+                                description="scheme 'holdout': keep each patient in one part "
+                                            "('grouped'), or split images regardless of "
+                                            "patient as the paper's code did ('leaky')"),
+        "runs": Key(kind="int", default=10, minimum=1,
+                    description="scheme 'holdout': independent training runs (seeds) on the "
+                                "one split (Kim & Rocheteau: 10)"),
     },
     "network": {
         "name": Key(kind="str", default="vgg-m",
