@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from pipeline.data.datasets import SKIN_DATASETS
+from pipeline.data.vocabulary import METADATA_KEYS
 from pipeline.data.designs import DESIGNS
 from pipeline.data.images import MAX_PIXELS
 from pipeline.protocol import ALL_CELLS, TABLE1_CELLS
@@ -297,6 +298,14 @@ SCHEMA: dict[str, dict[str, Key]] = {
                                    exclusive_minimum=True, description="validation split for C"),
         "n_jobs": Key(kind="int", default=-1, minimum=-1,
                       description="parallel SVM runs (-1: every core)"),
+    },
+    "classifier": {
+        "metadata": Key(kind="list", default=[], nonempty=False,
+                        description="patient metadata joined to the image features (Kim & "
+                                    "Rocheteau 2020): any of 'age', 'sex', 'site'; empty: images "
+                                    "only (Menegola)",
+                        item=Key(kind="choice", default=None, choices=METADATA_KEYS,
+                                 description="a metadata key")),
     },
     "report": {
         "threshold": Key(kind="float", default=0.0,

@@ -3,7 +3,9 @@
 ``python -m pipeline svm --config EXP`` reads ``features.csv`` (written by ``extract``), the folds
 and the manifest, and for every run (cell x design x repeat x test half) L2-normalises the
 features, picks C on a stratified validation split of the training half by AUC, refits on the whole
-half and scores the test half (``pipeline.classifiers.svm``). It writes the result-file contract:
+half and scores the test half (``pipeline.classifiers.svm``). With ``classifier.metadata`` (Kim &
+Rocheteau's age, sex, site) the encoded metadata, fitted on the training half, join the features
+first (``pipeline.classifiers.metadata``). It writes the result-file contract:
 
 - ``predictions.csv``: ``source, finetune, design, repeat, test_half, image, y_true``, then
   ``score`` for 2-class designs (higher = positive) or ``score_<class>`` per class for the 3-class
@@ -35,6 +37,7 @@ from tqdm import tqdm
 
 from pipeline.cache.entries import verify_entry
 from pipeline.cache.files import write_csv
+from pipeline.classifiers.metadata import MetadataEncoder, join_metadata
 from pipeline.classifiers.svm import decision_scores, select_and_fit
 from pipeline.data.designs import apply_design, get_design
 from pipeline.errors import PipelineError
@@ -116,7 +119,8 @@ def _check_provenance(features: str, folds: pd.DataFrame, repeat: int, train_hal
 
 
 def run_one(run: Run, folds: pd.DataFrame, labels: pd.Series, svm: dict, seed: int,
-            threshold: float, root: str | None = None) -> tuple[dict, pd.DataFrame]:
+            threshold: float, root: str | None = None,
+            metadata: pd.DataFrame | None = None) -> tuple[dict, pd.DataFrame]:
     """Fit the SVM of one run on its training half and score its test half.
 
     Args:
@@ -129,6 +133,9 @@ def run_one(run: Run, folds: pd.DataFrame, labels: pd.Series, svm: dict, seed: i
         root: the folder a relative feature entry is relative to (the calling process's working
             folder: a reused worker process may have started in another one); default: this
             process's.
+        metadata: ``classifier.metadata`` columns of the manifest indexed by image (None or no
+            columns: images only). Encoded on the training half (``MetadataEncoder``) and joined
+            to the features (``join_metadata``, whose docstring states the scaling).
 
     Returns:
         The ``metrics.csv`` row, the ``predictions.csv`` rows and the ``runs.csv`` row (the run's
@@ -147,6 +154,12 @@ def run_one(run: Run, folds: pd.DataFrame, labels: pd.Series, svm: dict, seed: i
     X_train = np.asarray(X[row_of[train_ids].to_numpy()])
     X_test = np.asarray(X[row_of[test_ids].to_numpy()])
     y_train, y_test = labels[train_ids].to_numpy(), labels[test_ids].to_numpy()
+    if metadata is not None and len(metadata.columns):
+        encoder = MetadataEncoder(list(metadata.columns)).fit(metadata.loc[train_ids])
+        X_train = join_metadata(X_train, encoder.transform(metadata.loc[train_ids]),
+                                len(metadata.columns))
+        X_test = join_metadata(X_test, encoder.transform(metadata.loc[test_ids]),
+                               len(metadata.columns))
     fit = select_and_fit(X_train, y_train, C_grid=svm["C_grid"], selection=svm["selection"],
                          validation_fraction=svm["validation_fraction"], seed=seed,
                          classes=classes)
@@ -184,9 +197,11 @@ def run(args: argparse.Namespace) -> int:
     cells = [c for c in config.cells if (c.source, c.finetune) not in skipped]
     runs = plan_runs(config, cells, index, folds)
     svm = config["svm"]
+    keys = list(config["classifier"]["metadata"])
+    metadata = table.set_index("image")[keys] if keys else None
     results = Parallel(n_jobs=svm["n_jobs"], batch_size=1)(
         delayed(run_one)(r, folds[r.design], labels[r.design], svm, config.seed,
-                         config["report"]["threshold"], os.getcwd())
+                         config["report"]["threshold"], os.getcwd(), metadata)
         for r in tqdm(runs, desc="svm", unit="run", file=sys.stderr))
     metrics = pd.DataFrame([row for row, _, _ in results],
                            columns=RESULT_KEYS + METRIC_COLUMNS + ["n_train", "n_test", "C"])
