@@ -22,7 +22,7 @@ from pipeline.data.vocabulary import METADATA_KEYS
 from pipeline.data.designs import DESIGNS
 from pipeline.data.images import MAX_PIXELS
 from pipeline.protocol import ALL_CELLS, TABLE1_CELLS
-from pipeline.training.recipe import TrainRecipe
+from pipeline.training.recipe import AUGMENTATIONS, OPTIMIZERS, TrainRecipe
 
 KINDS = ("str", "bool", "int", "float", "choice", "list", "pair", "cells")
 
@@ -187,8 +187,9 @@ _RECIPE = dict([
     _recipe_key("l2", kind="float", minimum=0, description="L2 regularisation factor"),
     _recipe_key("validation_fraction", kind="float", minimum=0, maximum=0.5,
                 exclusive_minimum=True, description="stratified validation fraction"),
-    _recipe_key("augment", kind="choice", choices=("minority", "none"),
-                description="augment only the minority classes (paper) or nothing"),
+    _recipe_key("augment", kind="choice", choices=AUGMENTATIONS,
+                description="augment only the minority classes (paper), every image ('all', "
+                            "Kim & Rocheteau) or nothing"),
     _recipe_key("scale_range", kind="pair", description="random scaling range of the augmentation"),
     _recipe_key("rotation_degrees", kind="float", minimum=0, maximum=180,
                 description="random rotation range (±degrees)"),
@@ -198,6 +199,22 @@ _RECIPE = dict([
                 description="BatchNormalization's inference statistics: Keras's 'moving' "
                             "averages or 'precise' (recomputed over the training images every "
                             "epoch; short runs need it)"),
+    _recipe_key("optimizer", kind="choice", choices=OPTIMIZERS,
+                description="'sgd' with Nesterov momentum (paper) or 'adam' (Kim & Rocheteau)"),
+    _recipe_key("early_stopping_patience", kind="int", minimum=0,
+                description="stop after this many epochs without a lower validation loss "
+                            "(Kim & Rocheteau: 3; 0: run every epoch, the paper)"),
+    _recipe_key("lr_decay_factor", kind="float", minimum=0, maximum=1, exclusive_minimum=True,
+                description="learning rate times this on a validation-loss plateau (Kim & "
+                            "Rocheteau: 0.4; 1: never, the paper)"),
+    _recipe_key("lr_decay_patience", kind="int", minimum=1,
+                description="epochs without improvement before a learning-rate decay"),
+    _recipe_key("brightness_range", kind="float", minimum=0, maximum=1,
+                description="augmented copies' brightness times a factor in [1-r, 1+r] "
+                            "(0: unchanged, the paper)"),
+    _recipe_key("saturation_range", kind="float", minimum=0, maximum=1,
+                description="augmented copies' saturation times a factor in [1-r, 1+r] "
+                            "(0: unchanged, the paper)"),
 ])
 assert set(_RECIPE) == {f.name for f in dataclasses.fields(TrainRecipe)}, "recipe keys drifted"
 RECIPE_KEYS = tuple(_RECIPE)

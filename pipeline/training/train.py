@@ -5,7 +5,9 @@ recipe (``pipeline.training.recipe.TrainRecipe``): a 10% stratified validation s
 training image once as it is, plus, for each minority class, randomly transformed extra copies until
 it has as many examples as the majority class; SGD with Nesterov momentum on the categorical
 cross-entropy plus ``l2 * sum(w**2)`` over every kernel; the weights with the lowest validation loss
-kept. It reads the images from a uint8 array (the image cache's memmap) batch by batch, so memory
+kept. Kim & Rocheteau's options (Adam, early stopping, learning-rate decay on a plateau, every
+class augmented, brightness and saturation shifts) are recipe keys whose defaults are the above.
+It reads the images from a uint8 array (the image cache's memmap) batch by batch, so memory
 stays bounded, and writes nothing but a resumable checkpoint to its ``workdir``.
 
 Randomness is a function of (seed, epoch, image, copy), never of batch position: the validation
@@ -21,7 +23,6 @@ import json
 import logging
 import math
 import time
-import weakref
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
@@ -37,7 +38,8 @@ from pipeline.models.initializers import walk_layers
 from pipeline.training.batchnorm import BATCHNORM_MODES, recompute_statistics
 from pipeline.training.augment import epoch_dataset, epoch_length, epoch_plan, plain_plan
 from pipeline.training.checkpoint import assign_all, fingerprint, load_checkpoint, save_checkpoint
-from pipeline.training.recipe import TrainRecipe
+from pipeline.training.optimizer import compiled_steps
+from pipeline.training.recipe import AUGMENTATIONS, OPTIMIZERS, TrainRecipe
 
 logger = logging.getLogger(__name__)
 
@@ -176,7 +178,7 @@ def train_classifier(model: keras.Model, images: np.ndarray, y: np.ndarray, *, r
     start = [np.array(w) for w in model.trainable_weights]  # not BN statistics: they are not learned
     policies = _set_precision(model, recipe.mixed_precision, log)
     try:
-        optimizer, steps = _compiled(model, recipe, bool(policies))
+        optimizer, steps = compiled_steps(model, recipe, bool(policies))
         identity["precision"] = "mixed_float16" if policies else "float32"
         identity = json.loads(json.dumps(identity))  # tuples -> lists, as stored
         workdir = Path(workdir)
@@ -224,6 +226,11 @@ def _run_epochs(model, optimizer, steps, images, y, train_idx, val_idx, classes,
                disable=not progress)
     try:
         for epoch in range(state["epoch"] + 1, recipe.epochs + 1):
+            if stops_early(state["epoch"], state["best_epoch"], recipe):
+                log(f"early stopping after epoch {state['epoch']}: no lower validation loss "
+                    f"since epoch {state['best_epoch']} (patience "
+                    f"{recipe.early_stopping_patience})")
+                break
             started = time.perf_counter()
             # Dropout's generators restart from (seed, epoch), so the epoch's masks do not depend on
             # how the model was built or on earlier epochs, and a resumed run draws the same masks.
@@ -255,6 +262,12 @@ def _run_epochs(model, optimizer, steps, images, y, train_idx, val_idx, classes,
             row = {"epoch": epoch, "loss": loss, "val_loss": val_loss, "val_accuracy": val_accuracy,
                    "val_balanced_accuracy": val_balanced,
                    "seconds": time.perf_counter() - started, "train_seconds": train_seconds}
+            if recipe.lr_decay_factor < 1:  # the rate this epoch used; decayed for the next
+                rate = optimizer.learning_rate
+                row["learning_rate"] = float(rate.numpy())
+                row["lr_decayed"] = decays(state["history"], epoch, state["best_epoch"], recipe)
+                if row["lr_decayed"]:
+                    rate.assign(rate * recipe.lr_decay_factor)
             state["history"].append(row)
             state["epoch"] = epoch
             current = [v.numpy() for v in model.weights]
@@ -270,6 +283,24 @@ def _run_epochs(model, optimizer, steps, images, y, train_idx, val_idx, classes,
                 on_epoch_end(dict(row))
     finally:
         bar.close()
+
+
+def stops_early(epoch: int, best_epoch: int, recipe: TrainRecipe) -> bool:
+    """Whether training stops after ``epoch`` (completed) when ``best_epoch`` had the lowest
+    validation loss: ``early_stopping_patience`` epochs without improvement (0: never). A function
+    of the checkpoint's state, so a resumed run stops where an uninterrupted one would."""
+    patience = recipe.early_stopping_patience
+    return bool(patience) and epoch > 0 and epoch - best_epoch >= patience
+
+
+def decays(history: list[dict], epoch: int, best_epoch: int, recipe: TrainRecipe) -> bool:
+    """Whether the learning rate decays after ``epoch``: ``lr_decay_patience`` epochs without a
+    lower validation loss since the best epoch or the last decay, whichever is later (Keras's
+    ``ReduceLROnPlateau`` counts the same way). ``history`` holds the earlier epochs' rows."""
+    if recipe.lr_decay_factor >= 1:
+        return False
+    last = max([row["epoch"] for row in history if row.get("lr_decayed")], default=0)
+    return epoch - max(best_epoch, last) >= recipe.lr_decay_patience
 
 
 _SEEDED: list[int] = []  # the seed of the last ``keras.utils.set_random_seed`` of this process
@@ -288,69 +319,6 @@ def _seed_everything(seed: int) -> None:
         keras.utils.set_random_seed(seed)
         _SEEDED[:] = [seed]
     tf.config.experimental.enable_op_determinism()
-
-
-# model -> (optimizer settings, optimizer, (train_step, val_step), the optimizer's initial values):
-# a model trained again (the
-# finetune stage reuses one per architecture, with new weights each run) keeps its compiled steps,
-# which saves tracing them (~20 s for an EfficientNet on the CPU) on every run.
-_COMPILED: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
-
-
-def _compiled(model, recipe: TrainRecipe, mixed: bool):
-    """A fresh optimizer state and the compiled steps of ``model`` under ``recipe``.
-
-    A model seen before with the same optimizer settings gets its optimizer back with every
-    variable at its initial value (iterations and momenta 0, the learning rate, what a new SGD
-    starts from) and its traced steps, so the run computes exactly what it would with new objects.
-    """
-    settings = (recipe.learning_rate, recipe.momentum, recipe.nesterov, recipe.l2)
-    cached = None if mixed else _COMPILED.get(model)
-    if cached is not None and cached[0] == settings:
-        _, optimizer, steps, initial = cached
-        for variable, value in zip(optimizer.variables, initial, strict=True):
-            variable.assign(value)  # iterations and momenta 0, the learning rate as it was
-        return optimizer, steps
-    optimizer = keras.optimizers.SGD(recipe.learning_rate, momentum=recipe.momentum,
-                                     nesterov=recipe.nesterov)
-    if mixed:
-        optimizer = keras.optimizers.LossScaleOptimizer(optimizer)
-    optimizer.build(model.trainable_variables)
-    kernels = [v for v in model.trainable_variables if v.name.endswith("kernel")]
-    steps = _steps(model, optimizer, kernels, recipe.l2)
-    if not mixed:
-        _COMPILED[model] = (settings, optimizer, steps, [v.numpy() for v in optimizer.variables])
-    return optimizer, steps
-
-
-def _steps(model, optimizer, kernels, l2: float):
-    """The compiled training step (returns the batch's objective) and validation step."""
-    scaled = isinstance(optimizer, keras.optimizers.LossScaleOptimizer)
-
-    @tf.function(reduce_retracing=True)
-    def train_step(x, target):
-        with tf.GradientTape() as tape:
-            probabilities = tf.cast(model(x, training=True), tf.float32)
-            loss = tf.reduce_mean(keras.losses.categorical_crossentropy(target, probabilities))
-            if kernels and l2:
-                # Lasagne's regularize_network_params(net, l2) * 5e-3 is 5e-3 * sum(W**2) over the
-                # kernels (no 1/2), the same as keras.regularizers.L2(5e-3) on every kernel and as
-                # an SGD weight decay of 2 * l2 * learning_rate per step.
-                loss += l2 * tf.add_n([tf.reduce_sum(tf.square(tf.cast(w, tf.float32)))
-                                       for w in kernels])
-            objective = optimizer.scale_loss(loss) if scaled else loss
-        gradients = tape.gradient(objective, model.trainable_variables)
-        optimizer.apply(gradients, model.trainable_variables)
-        return loss
-
-    @tf.function(reduce_retracing=True)
-    def val_step(x, target):
-        probabilities = tf.cast(model(x, training=False), tf.float32)
-        losses = keras.losses.categorical_crossentropy(target, probabilities)
-        hits = tf.cast(tf.equal(tf.argmax(probabilities, -1), tf.argmax(target, -1)), tf.float32)
-        return tf.reduce_sum(losses), tf.reduce_sum(target * hits[:, None], axis=0)  # per class
-
-    return train_step, val_step
 
 
 def _evaluate(val_step, data, y_val: np.ndarray, classes: int) -> tuple[float, float, float]:
@@ -389,8 +357,18 @@ def _check_inputs(model, images, y, recipe: TrainRecipe, seed) -> int:
                             "describe the same images in the same order.")
     if not isinstance(seed, (int, np.integer)) or isinstance(seed, bool) or not 0 <= seed < 2**32:
         raise PipelineError(f"seed must be an int in [0, 2**32); got {seed!r}.")
-    if recipe.augment not in ("minority", "none"):
-        raise PipelineError(f"recipe.augment must be 'minority' or 'none'; got {recipe.augment!r}.")
+    if recipe.augment not in AUGMENTATIONS or recipe.optimizer not in OPTIMIZERS:
+        raise PipelineError(f"recipe.augment must be one of {', '.join(AUGMENTATIONS)} and "
+                            f"recipe.optimizer one of {', '.join(OPTIMIZERS)}; got "
+                            f"{recipe.augment!r}, {recipe.optimizer!r}.")
+    if not (recipe.early_stopping_patience >= 0 and 0 < recipe.lr_decay_factor <= 1
+            and recipe.lr_decay_patience >= 1
+            and 0 <= recipe.brightness_range <= 1 and 0 <= recipe.saturation_range <= 1):
+        raise PipelineError("recipe needs early_stopping_patience >= 0, 0 < lr_decay_factor <= 1, "
+                            "lr_decay_patience >= 1 and brightness/saturation ranges in [0, 1]; "
+                            f"got {recipe.early_stopping_patience}, {recipe.lr_decay_factor}, "
+                            f"{recipe.lr_decay_patience}, {recipe.brightness_range}, "
+                            f"{recipe.saturation_range}.")
     if recipe.batchnorm not in BATCHNORM_MODES:
         raise PipelineError(f"recipe.batchnorm must be one of {', '.join(BATCHNORM_MODES)}; got "
                             f"{recipe.batchnorm!r}.")
