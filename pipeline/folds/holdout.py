@@ -1,7 +1,8 @@
 """One hold-out split, train / validation / test (Kim & Rocheteau 2020: 60 / 20 / 20), grouped.
 
-The split is a folds table with repeat 0 (``pipeline.folds.table``): half 1 is the training part,
-half 2 the test part and half 3 (``VALIDATION_PART``) the validation part. Like the 5×2 folds it
+The split is a folds table (``pipeline.folds.table``) whose half 1 is the training part, half 2
+the test part and half 3 (``VALIDATION_PART``) the validation part, repeated identically as
+repeats 1..R, one per independent training run (``runs``; the run's seed is ``run_seeds``). Like the 5×2 folds it
 balances the fine diagnosis and the design's classes across the parts, and the images of one
 patient or lesion (manifest column ``group``) stay in one part. The paper's own code split images
 without grouping (a patient's images could land in train and test); that leaky split is available
@@ -18,8 +19,8 @@ import pandas as pd
 
 from pipeline.data.designs import get_design
 from pipeline.errors import PipelineError
-from pipeline.folds.table import (OFFICIAL_REPEAT, PART_NAMES, TEST_HALF, TRAIN_HALF,
-                                  VALIDATION_PART, holdout_imbalance, kept_images, strata_of)
+from pipeline.folds.table import (PART_NAMES, TEST_HALF, TRAIN_HALF, VALIDATION_PART,
+                                  holdout_imbalance, kept_images, strata_of)
 
 DEFAULT_FRACTIONS = (0.6, 0.2, 0.2)
 _PARTS = (TRAIN_HALF, VALIDATION_PART, TEST_HALF)  # the order of ``fractions``
@@ -37,7 +38,7 @@ def check_fractions(fractions: Sequence[float]) -> tuple[float, float, float]:
 
 
 def make_holdout(manifest: pd.DataFrame, design: str, seed: int = 0,
-                 fractions: Sequence[float] = DEFAULT_FRACTIONS, *,
+                 fractions: Sequence[float] = DEFAULT_FRACTIONS, *, runs: int = 1,
                  grouped: bool = True) -> pd.DataFrame:
     """A stratified train / validation / test split, groups never split across parts.
 
@@ -54,18 +55,20 @@ def make_holdout(manifest: pd.DataFrame, design: str, seed: int = 0,
         design: design name (see ``pipeline.data.designs``).
         seed: random seed; the same seed gives the same split.
         fractions: shares of the training, validation and test parts.
+        runs: how many independent training runs use the split (its repeats 1..runs).
         grouped: keep each ``group`` in one part (default). ``False`` treats every image as its
             own group: the paper's code's leaky split, for comparison only.
 
     Returns:
-        Table with columns ``image, repeat, half``: repeat 0, half 1 (train), 3 (validation) or 2
-        (test), every kept image once, in manifest order.
+        Table with columns ``image, repeat, half``: for each repeat 1..runs the same split, half
+        1 (train), 3 (validation) or 2 (test), every kept image once, in manifest order.
 
     Raises:
         PipelineError: if the fractions are invalid, a class has fewer than 3 groups, or no
             balanced split was found.
     """
     fractions = check_fractions(fractions)
+    run_seeds(seed, runs)  # checks runs
     classes = get_design(design).classes
     kept = kept_images(manifest, design)
     if not grouped:
@@ -100,8 +103,9 @@ def make_holdout(manifest: pd.DataFrame, design: str, seed: int = 0,
         complete = all(((part == h) & (kept["label"] == c).to_numpy()).any()
                        for h in PART_NAMES for c in classes)
         if complete and not holdout_imbalance(strata, part):
-            return pd.DataFrame({"image": kept["image"].to_numpy(), "repeat": OFFICIAL_REPEAT,
-                                 "half": part})
+            return pd.concat([pd.DataFrame({"image": kept["image"].to_numpy(), "repeat": r,
+                                            "half": part}) for r in range(1, int(runs) + 1)],
+                             ignore_index=True)
     raise PipelineError(f"found no balanced hold-out split {list(fractions)} of the {len(kept)} "
                         f"images ({len(sizes)} groups) of design {design!r} in {_MAX_DRAWS} draws; "
                         "a few very large groups cannot be spread. Use more data or other "
@@ -109,8 +113,9 @@ def make_holdout(manifest: pd.DataFrame, design: str, seed: int = 0,
 
 
 def run_seeds(seed: int, runs: int) -> list[int]:
-    """The seeds of the ``runs`` independent training runs on one hold-out split: run r (1-based)
-    gets ``seed + r − 1``, so run 1 is the experiment's own seed and the runs are distinct."""
+    """The seeds of the ``runs`` independent training runs on one hold-out split: run r (1-based,
+    the folds table's repeat r) gets ``seed + r − 1``, so run 1 is the experiment's own seed and
+    the runs are distinct."""
     if int(runs) < 1:
         raise PipelineError(f"runs must be an integer >= 1; got {runs}.")
     return [int(seed) + r for r in range(int(runs))]

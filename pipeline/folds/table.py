@@ -1,10 +1,11 @@
 """The folds table: its columns and invariants, and writing, reading and checking ``folds.csv``.
 
 ``folds.csv`` has the columns ``image, repeat, half``: one row per (kept image, repeat), repeats
-1..R, halves 1 and 2. Repeat 0 marks a single train/test split: the official one (ISIC 2016, see
-``pipeline.folds.official``) or a hold-out (``pipeline.folds.holdout``), whose ``half`` 3
-(``VALIDATION_PART``) is its validation part; half 1 is the training set, half 2 the test set, and
-callers train on half 1 only. ``fold_runs`` lists the (repeat, train half, test half) runs. Every write and every
+1..R, halves 1 and 2. Repeat 0 marks an official train/test split (ISIC 2016, see
+``pipeline.folds.official``): half 1 is the training set, half 2 the test set, and callers train on
+half 1 only. A hold-out (``pipeline.folds.holdout``) has a third value, ``half`` 3
+(``VALIDATION_PART``), its validation part, and repeats 1..R that are all the same split: one per
+independent training run (its seed differs), each training on half 1 and testing on half 2. ``fold_runs`` lists the (repeat, train half, test half) runs. Every write and every
 read checks all invariants (``check_folds``): each kept image once per repeat, both halves
 non-empty with every class, no group split, for 5×2 folds distinct, balanced repeats, and for a
 hold-out three parts, each holding every class in about the share of the whole.
@@ -120,14 +121,17 @@ def is_official(folds: pd.DataFrame) -> bool:
 
 
 def is_holdout(folds: pd.DataFrame) -> bool:
-    """Whether ``folds`` is a hold-out split: repeat 0 with a validation part (half 3)."""
-    return is_official(folds) and bool((pd.to_numeric(folds["half"]) == VALIDATION_PART).any())
+    """Whether ``folds`` is a hold-out split: repeats (runs) with a validation part (half 3)."""
+    return len(folds) > 0 and bool((pd.to_numeric(folds["half"]) == VALIDATION_PART).any())
 
 
 def fold_runs(folds: pd.DataFrame) -> list[tuple[int, int, int]]:
-    """The (repeat, train half, test half) runs: 2 per repeat, or 1 for an official split."""
+    """The (repeat, train half, test half) runs: 2 per repeat, 1 for an official split, 1 per
+    repeat (run) of a hold-out."""
     if is_official(folds):
         return [(OFFICIAL_REPEAT, 1, 2)]
+    if is_holdout(folds):
+        return [(int(r), TRAIN_HALF, TEST_HALF) for r in sorted(pd.unique(folds["repeat"]))]
     return [(int(r), a, b) for r in sorted(pd.unique(folds["repeat"])) for a, b in ((1, 2), (2, 1))]
 
 
@@ -155,11 +159,19 @@ def typed_folds(folds: pd.DataFrame, source: str) -> pd.DataFrame:
                         f"{examples_text(frame.loc[bad, column].unique())}")
         frame[column] = values.astype(int)
     repeats = sorted(frame["repeat"].unique())
-    third = frame.index[(frame["half"] == VALIDATION_PART) & (frame["repeat"] != OFFICIAL_REPEAT)]
-    if len(third):
+    third = frame["half"] == VALIDATION_PART
+    if third.any() and (frame["repeat"] == OFFICIAL_REPEAT).any():
+        rows = frame.index[third]
         raise invariant_failed(source, "values", f"column 'half' may hold 3 (a hold-out's validation "
-                    f"part) in repeat 0 only; rows {examples_text(third)} (0-based) have it in repeats "
-                    f"{examples_text(frame.loc[third, 'repeat'].unique())}")
+                    f"part) only in repeats 1..R, not in an official split (repeat 0); rows "
+                    f"{examples_text(rows)} (0-based)")
+    if third.any():
+        parts = frame.groupby("repeat")["half"].nunique()
+        lacking = parts.index[parts < 3].tolist()
+        if lacking:
+            raise invariant_failed(source, "values", f"column 'half' holds 3 (a hold-out's "
+                        f"validation part), so every repeat must hold halves 1, 2 and 3; repeats "
+                        f"{examples_text(lacking)} do not")
     if OFFICIAL_REPEAT in repeats and len(repeats) > 1:
         raise invariant_failed(source, "values", f"repeat 0 marks an official split and cannot be mixed with "
                     f"repeats {repeats[1:]}")
@@ -181,7 +193,10 @@ def check_folds(folds: pd.DataFrame, manifest: pd.DataFrame, design: str, *,
     they are balanced: in every repeat, for every diagnosis and every class of the design, with n
     images of which at most m lie in one group,
     |n_half1 − n_half2| ≤ max(2, ceil(tolerance × n), m).
-    An official split is exempt from these two.
+    An official split is exempt from these two. A hold-out (half 3 present) instead: every repeat
+    holds halves 1, 2 and 3, all repeats are the same split (its runs), each part holds every
+    class, and each part holds every diagnosis and class within that bound of its share
+    (``holdout_imbalance``).
 
     Why this bound: a group cannot be split, so m is unavoidable; the greedy of ``make_folds``
     keeps single-diagnosis groups within m of balance (usually within 1) and may trade a unit
@@ -232,6 +247,13 @@ def check_folds(folds: pd.DataFrame, manifest: pd.DataFrame, design: str, *,
     strata = strata_of(kept, get_design(design).classes, tolerance)
     diffs = {r: np.where(h == 1, 1, -1) @ strata.onehot for r, h in halves.items()}
     holdout = is_holdout(frame)
+    if holdout:
+        first = min(halves)
+        other = [r for r, h in halves.items() if not np.array_equal(h, halves[first])]
+        if other:
+            raise invariant_failed(source, "runs share one split", f"the hold-out's repeats are "
+                        f"its independent runs on one split, but repeats {examples_text(other)} "
+                        f"differ from repeat {first}")
     for repeat, half in halves.items():
         empty = [h for h in (1, 2) if not (half == h).any()]
         if empty:
@@ -251,11 +273,11 @@ def check_folds(folds: pd.DataFrame, manifest: pd.DataFrame, design: str, *,
                         f"{examples_text(split)} (images "
                         f"{examples_text(kept['image'][kept['group'].isin(split)])})")
     if holdout:
-        imbalanced = holdout_imbalance(strata, halves[OFFICIAL_REPEAT])
+        imbalanced = holdout_imbalance(strata, halves[min(halves)])
         if imbalanced:
             raise invariant_failed(source, "balance", f"hold-out: {'; '.join(imbalanced[:5])}"
                         + (f" ({len(imbalanced)} in all)" if len(imbalanced) > 5 else ""))
-    if is_official(frame):
+    if is_official(frame) or holdout:
         return
     images = kept["image"].to_numpy()
     # The images beside the first kept image: the same for a partition and its swap.

@@ -34,7 +34,8 @@ def prepare_folds(config: Config) -> None:
             folds = official_split(table, design)
         elif config["folds"]["scheme"] == "holdout":
             folds = make_holdout(table, design, seed=config.seed,
-                                 fractions=config["folds"]["holdout"], grouped=grouped)
+                                 fractions=config["folds"]["holdout"],
+                                 runs=config["folds"]["runs"], grouped=grouped)
         else:
             folds = make_folds(table, design, seed=config.seed, repeats=config["folds"]["repeats"])
         path = config.path_of(f"folds/{design}.csv")

@@ -17,10 +17,16 @@ from pipeline.folds.table import (check_folds, fold_runs, is_holdout, is_officia
 from tests.folds.test_crossval import STRUCTURES, manifest_from, mixed_groups
 
 
-def assert_valid_holdout(folds, manifest, design, fractions=(0.6, 0.2, 0.2), grouped=True):
+def assert_valid_holdout(folds, manifest, design, fractions=(0.6, 0.2, 0.2), grouped=True,
+                         runs=1):
     """The invariants, computed here independently of check_folds."""
     assert list(folds.columns) == ["image", "repeat", "half"]
-    assert set(folds["repeat"]) == {0} and set(folds["half"]) == {1, 2, 3}
+    assert sorted(set(folds["repeat"])) == list(range(1, runs + 1))
+    first = folds[folds["repeat"] == 1].set_index("image")["half"]
+    for r in range(2, runs + 1):  # every run on the same split
+        assert folds[folds["repeat"] == r].set_index("image")["half"].equals(first)
+    folds = folds[folds["repeat"] == 1]
+    assert set(folds["half"]) == {1, 2, 3}
     kept = apply_design(manifest, design)
     assert sorted(folds["image"]) == sorted(kept["image"]), "each kept image exactly once"
     table = folds.merge(kept, on="image", validate="one_to_one")
@@ -54,8 +60,16 @@ def test_invariants_over_seeds_and_designs(structure):
             folds = make_holdout(manifest, design, seed=seed)
             assert_valid_holdout(folds, manifest, design)
             check_folds(folds, manifest, design)
-            assert is_holdout(folds) and is_official(folds)
-            assert fold_runs(folds) == [(0, 1, 2)]
+            assert is_holdout(folds) and not is_official(folds)
+            assert fold_runs(folds) == [(1, 1, 2)]
+
+
+def test_runs_repeat_one_split():
+    manifest = manifest_from(mixed_groups(np.random.default_rng(5)))
+    folds = make_holdout(manifest, "melanoma_vs_benign", seed=5, runs=3)
+    assert_valid_holdout(folds, manifest, "melanoma_vs_benign", runs=3)
+    check_folds(folds, manifest, "melanoma_vs_benign")
+    assert fold_runs(folds) == [(1, 1, 2), (2, 1, 2), (3, 1, 2)]
 
 
 def test_other_fractions_are_met():
@@ -112,20 +126,26 @@ def broken(folds, manifest, what):
         folds.loc[test[: len(test) - 1], "half"] = 1
         benign_train = np.flatnonzero(~mel & (folds["half"] == 1).to_numpy())
         folds.loc[benign_train[: len(test) - 1], "half"] = 2
-    elif what == "half 3 outside repeat 0":
-        folds["repeat"] = 1
+    elif what == "half 3 in an official split":
+        folds["repeat"] = 0
+    elif what == "runs differ":
+        second = folds.assign(repeat=2)
+        second.loc[second.index[second["half"] == 1][0], "half"] = 2
+        folds = pd.concat([folds, second], ignore_index=True)
     return folds
 
 
 @pytest.mark.parametrize("what, message", [
     ("split patient", "no group split"), ("empty class", "every class"),
-    ("unbalanced", "balance"), ("half 3 outside repeat 0", "in repeat 0 only")])
+    ("unbalanced", "balance"), ("half 3 in an official split", "not in an official split"),
+    ("runs differ", "runs share one split.*repeats 2")])
 def test_each_broken_invariant_is_refused(what, message):
     rng = np.random.default_rng(3)
     groups = [[d] * int(rng.integers(1, 4)) for d in ["nevus"] * 50 + ["melanoma"] * 30]
     manifest = manifest_from(groups)
     folds = make_holdout(manifest, "melanoma_vs_benign", seed=2)
     check_folds(folds, manifest, "melanoma_vs_benign")
+    check_folds(pd.concat([folds, folds.assign(repeat=2)]), manifest, "melanoma_vs_benign")
     with pytest.raises(PipelineError, match=message):
         check_folds(broken(folds, manifest, what), manifest, "melanoma_vs_benign")
 
@@ -167,14 +187,18 @@ def test_folds_stage_writes_and_the_experiment_reads_a_holdout(tmp_path):
 
     raw = {"experiment": {"name": "x", "cells": ["none+ft"]},
            "data": {"dataset": "isic2020", "root": str(tmp_path)},
-           "folds": {"designs": ["melanoma_vs_benign"], "scheme": "holdout"},
+           "folds": {"designs": ["melanoma_vs_benign"], "scheme": "holdout", "runs": 2},
            "network": {"name": "standard-cnn"}}
     config = validate(raw, tmp_path / "x.toml")
     manifest = manifest_from(mixed_groups(np.random.default_rng(1)))
     write_manifest(manifest, config.path_of("manifest.csv"))
     prepare_folds(config)
     folds = artifacts.folds(config, "melanoma_vs_benign")
-    assert_valid_holdout(folds, manifest, "melanoma_vs_benign")
+    assert_valid_holdout(folds, manifest, "melanoma_vs_benign", runs=2)
+    raw["folds"]["runs"] = 3  # a run missing from the file would be left out silently
+    with pytest.raises(PipelineError, match="folds.runs"):
+        artifacts.folds(validate(raw, tmp_path / "x.toml"), "melanoma_vs_benign")
+    raw["folds"]["runs"] = 2
     # The same folds file under the 5x2 scheme is refused, naming the key.
     raw["folds"]["scheme"] = "5x2"
     with pytest.raises(PipelineError, match="is a hold-out split.*folds.scheme"):
