@@ -317,6 +317,10 @@ SCHEMA: dict[str, dict[str, Key]] = {
                       description="parallel SVM runs (-1: every core)"),
     },
     "classifier": {
+        "kind": Key(kind="choice", default="svm", choices=("svm", "network"),
+                    description="'svm': linear SVM on the network's features (Menegola); "
+                                "'network': the fine-tuned network's own output (Kim & "
+                                "Rocheteau; fine-tuned cells only)"),
         "metadata": Key(kind="list", default=[], nonempty=False,
                         description="patient metadata joined to the image features (Kim & "
                                     "Rocheteau 2020): any of 'age', 'sex', 'site'; empty: images "

@@ -9,6 +9,9 @@ from its last saved chunk when interrupted.
 The untrained ``none`` network is centred on each run's training half (its mean), so it has one
 entry per run like the fine-tuned cells; the test half's images never set a run's features.
 
+With ``classifier.kind = "network"`` (Kim & Rocheteau) the entries hold each fine-tuned network's
+own softmax outputs instead, which the ``svm`` stage turns into scores without an SVM.
+
 Writes ``features.csv``: ``source, finetune, design, repeat, train_half, train_ids, entry``
 (``design`` and ``train_ids`` empty and ``repeat``/``train_half`` 0 for a source network shared by
 every design and fold).
@@ -73,11 +76,12 @@ def run(args: argparse.Namespace) -> int:
                           "repeat": int(row.repeat), "train_half": int(row.train_half),
                           "train_ids": row.train_ids}, row.entry, design_ids[row.design], None))
     batch_size, device = config["extract"]["batch_size"], device_kind()
+    outputs = config["classifier"]["kind"] == "network"  # only fine-tuned cells (config check)
     rows, started, computed, n_images = [], time.perf_counter(), 0, 0
     networks: dict[str, netstore.StoredNetwork] = {}  # the network of the current entry
     models: dict = {}  # one Keras model per architecture, loaded with each entry's weights
     for number, (row, net_entry, ids, mean) in enumerate(jobs, start=1):
-        key = feature_key(net_entry, images, ids, batch_size, device, mean)
+        key = feature_key(net_entry, images, ids, batch_size, device, mean, outputs)
         entry = config.cache_dir / "features" / short_key(key)
         if not entry_complete(entry):
             log(f"features [{number}/{len(jobs)}] {cell_name(row['source'], row['finetune'])} "
@@ -86,7 +90,8 @@ def run(args: argparse.Namespace) -> int:
                 networks.clear()  # one network in memory at a time
                 networks[net_entry] = netstore.load(net_entry, reuse=models)
             if extract_features(networks[net_entry], images, ids, entry, batch_size=batch_size,
-                                device=device, mean=mean, train_ids=row["train_ids"] or None):
+                                device=device, mean=mean, train_ids=row["train_ids"] or None,
+                                outputs=outputs):
                 computed += 1
                 n_images += len(ids)
         rows.append({**row, "entry": str(entry)})

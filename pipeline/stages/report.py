@@ -62,14 +62,33 @@ def experiment_header(config) -> dict:
                    f"width x{arch['width']:g}, features `{spec.feature_layer}` ({width})",
         "cells": ", ".join(c.name for c in config.cells),
         "designs": ", ".join(config.designs),
-        "folds": f"{config['folds']['scheme']}" + (f", {config['folds']['repeats']} repeats"
-                                                     if config["folds"]["scheme"] == "5x2" else ""),
+        "folds": f"{config['folds']['scheme']}" + (
+            f", {config['folds']['repeats']} repeats" if config["folds"]["scheme"] == "5x2" else
+            f" {list(config['folds']['holdout'])} (train, validation, test), "
+            f"{config['folds']['runs']} runs, {config['folds']['holdout_grouping']}"
+            if config["folds"]["scheme"] == "holdout" else ""),
         "training": f"pretrain {pre.epochs} epochs, fine-tune {ft.epochs} epochs, batch "
-                    f"{ft.batch_size}, SGD lr {ft.learning_rate:g} Nesterov momentum {ft.momentum:g},"
-                    f" L2 {ft.l2:g}, augmentation {ft.augment}",
-        "svm": f"C in {list(config['svm']['C_grid'])}, selection {config['svm']['selection']}",
-        "seed": config.seed,
+                    f"{ft.batch_size}, " + (
+                        f"SGD lr {ft.learning_rate:g} Nesterov momentum {ft.momentum:g}"
+                        if ft.optimizer == "sgd" else f"Adam lr {ft.learning_rate:g}")
+                    + f", L2 {ft.l2:g}, augmentation {ft.augment}"
+                    + (f", early stopping patience {ft.early_stopping_patience}"
+                       if ft.early_stopping_patience else "")
+                    + (f", lr x{ft.lr_decay_factor:g} after {ft.lr_decay_patience} epoch(s) "
+                       "without improvement" if ft.lr_decay_factor < 1 else "")
+                    + (f", brightness ±{ft.brightness_range:g}, saturation "
+                       f"±{ft.saturation_range:g}"
+                       if ft.brightness_range or ft.saturation_range else ""),
     }
+    if config["classifier"]["kind"] == "network":
+        header["classifier"] = "the fine-tuned network's own output (log-odds), no SVM"
+    else:
+        header["svm"] = (f"C in {list(config['svm']['C_grid'])}, selection "
+                         f"{config['svm']['selection']}")
+    if config["classifier"]["metadata"]:
+        header["metadata"] = ", ".join(config["classifier"]["metadata"]) + \
+            " (one-hot with unknown, age standardised on the training half)"
+    header["seed"] = config.seed
     if config["experiment"]["scaled_down"]:
         header["scaled down (declared)"] = config["experiment"]["scaled_down"]
     if config.overrides:

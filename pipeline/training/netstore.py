@@ -104,7 +104,8 @@ def load_mean(entry: str | Path) -> np.ndarray | None:
 
 
 def train_and_save(entry: Path, model, spec, pixels: np.ndarray, labels: np.ndarray,
-                   mean: np.ndarray | None, recipe, seed: int, inputs: dict) -> Path:
+                   mean: np.ndarray | None, recipe, seed: int, inputs: dict,
+                   validation: np.ndarray | None = None) -> Path:
     """Train ``model`` with the recipe (``pipeline.training.train``) and store it as the entry ``entry``.
 
     Training checkpoints go to ``<entry>.partial/`` so an interrupted run resumes from its last
@@ -120,6 +121,8 @@ def train_and_save(entry: Path, model, spec, pixels: np.ndarray, labels: np.ndar
         recipe: the ``TrainRecipe``.
         seed: seed of the training sequence.
         inputs: what the entry's key hashes, recorded in its manifest.
+        validation: positions of a given validation part in ``pixels`` (a hold-out's); None:
+            the recipe's own split.
     """
     from pipeline.models.preprocessing import preprocess
     from pipeline.training.train import train_classifier
@@ -127,7 +130,8 @@ def train_and_save(entry: Path, model, spec, pixels: np.ndarray, labels: np.ndar
     partial = entry.with_name(entry.name + ".partial")
     result = train_classifier(model, pixels, labels, recipe=recipe,
                               preprocess=lambda x: preprocess(spec, x, mean), seed=seed,
-                              workdir=partial, log=None, notify=console.log)
+                              workdir=partial, log=None, notify=console.log,
+                              validation=validation)
     save(entry, model, mean, {**inputs, "best_epoch": result.best_epoch,
                               "best_val_loss": result.best_val_loss,
                               "images_per_second": result.images_per_second,

@@ -126,7 +126,8 @@ def train_classifier(model: keras.Model, images: np.ndarray, y: np.ndarray, *, r
                      preprocess: Callable[[tf.Tensor], tf.Tensor], seed: int, workdir: Path,
                      progress: bool = True, log: Callable[[str], None] | None = None,
                      on_epoch_end: Callable[[dict], None] | None = None,
-                     notify: Callable[[str], None] | None = None) -> TrainResult:
+                     notify: Callable[[str], None] | None = None,
+                     validation: np.ndarray | None = None) -> TrainResult:
     """Train ``model`` in place with ``recipe``; on return it holds the best validation weights.
 
     Determinism: the function calls ``keras.utils.set_random_seed(seed)`` (Python, NumPy's global
@@ -160,6 +161,9 @@ def train_classifier(model: keras.Model, images: np.ndarray, y: np.ndarray, *, r
             run resumes (default: ``log``).
         on_epoch_end: called with the epoch's history row after its checkpoint is written
             (tests raise ``KeyboardInterrupt`` here to simulate an interrupted run).
+        validation: positions into ``images`` of a given validation part (a hold-out's, Kim &
+            Rocheteau), used instead of the recipe's stratified ``validation_fraction`` split;
+            the other images train.
 
     Returns:
         The run's ``TrainResult``.
@@ -168,13 +172,23 @@ def train_classifier(model: keras.Model, images: np.ndarray, y: np.ndarray, *, r
     classes = _check_inputs(model, images, y, recipe, seed)
     y = np.asarray(y, np.int64)
     _seed_everything(seed)
-    train_idx, val_idx = split_validation(y, recipe.validation_fraction, seed)
+    if validation is None:
+        train_idx, val_idx = split_validation(y, recipe.validation_fraction, seed)
+    else:
+        val_idx = np.unique(np.asarray(validation, np.int64))
+        if not len(val_idx) or val_idx[0] < 0 or val_idx[-1] >= len(y) or len(val_idx) == len(y):
+            raise PipelineError(f"validation must hold distinct positions into the {len(y)} "
+                                "images, leaving some to train on; got "
+                                f"{len(val_idx)} positions.")
+        train_idx = np.setdiff1d(np.arange(len(y)), val_idx)
     missing = sorted(set(range(classes)) - set(y[train_idx].tolist()))
     if missing:
         raise PipelineError(f"classes {missing} have no training image after the validation split; "
                             "give every class more images.")
 
     identity = fingerprint(model, images, y, recipe, seed, classes)  # before any change
+    if validation is not None:
+        identity["validation"] = val_idx.tolist()
     start = [np.array(w) for w in model.trainable_weights]  # not BN statistics: they are not learned
     policies = _set_precision(model, recipe.mixed_precision, log)
     try:

@@ -162,3 +162,21 @@ def test_bad_recipe_values_are_refused(tmp_path):
     with pytest.raises(PipelineError, match="lr_decay_factor"):
         train_classifier(tiny_model(), images, y, recipe=TrainRecipe(lr_decay_factor=1.5),
                          preprocess=lambda x: x, seed=0, workdir=tmp_path, progress=False)
+
+
+def test_a_given_validation_part_replaces_the_recipe_split(tmp_path):
+    images, y = squares()
+    validation = np.r_[0:8, 44:50]  # 8 dark, 6 bright images
+    recipe = TrainRecipe(epochs=2, batch_size=8, learning_rate=0.05, momentum=0.9)
+    from pipeline.training.train import train_classifier
+    result = train_classifier(tiny_model(), images, y, recipe=recipe, preprocess=lambda x: x / 255,
+                              seed=0, workdir=tmp_path / "a", progress=False,
+                              validation=validation)
+    # majority share of that part: 8 of 14, not the recipe split's 2/3
+    assert result.val_majority == pytest.approx(8 / 14)
+    # the training epoch is built from the other 52 images: 36 dark and 16 bright, balanced
+    assert result.steps == 2 * int(np.ceil(2 * 36 / 8))
+    with pytest.raises(PipelineError, match="distinct positions"):
+        train_classifier(tiny_model(), images, y, recipe=recipe, preprocess=lambda x: x,
+                         seed=0, workdir=tmp_path / "b", progress=False,
+                         validation=np.array([70]))
