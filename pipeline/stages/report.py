@@ -7,7 +7,9 @@
 experiment's facts and every declared departure from the paper (``experiment.scaled_down``,
 ``--set`` overrides). The paper's numbers are shown beside the results only for a faithful run
 (derm7pt, VGG-M, nothing scaled down). ``report.architectures`` joins other experiments'
-``imagenet+ft`` cell into Table 3. Nothing here imports TensorFlow.
+``imagenet+ft`` cell into Table 3; for a hold-out experiment (Kim & Rocheteau) it joins them into
+their Table 1 (a) without and (b) with transfer instead (``pipeline.reporting.kim_rocheteau``).
+Nothing here imports TensorFlow.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ from pipeline.experiment import artifacts
 from pipeline.experiment.config import add_config_arguments, config_from_args, load_config
 from pipeline.models.registry import get_network
 from pipeline.protocol import parse_bool
+from pipeline.reporting.kim_rocheteau import transfer_section
 from pipeline.reporting.markdown import markdown_table
 from pipeline.reporting.paper import PAPER_TABLE1, PAPER_TABLE2, PAPER_TABLE3, PAPER_TABLE4
 from pipeline.reporting.report import attributions_section, write_report
@@ -118,6 +121,29 @@ def architectures_section(config, metrics: pd.DataFrame) -> list[str]:
             "", markdown_table(["Network", "", *map(str, table.columns)], rows), ""]
 
 
+def model_label(config) -> str:
+    """A model of Kim & Rocheteau's table: the network, and the metadata it fuses."""
+    name = get_network(config["network"]["name"]).name
+    keys = config["classifier"]["metadata"]
+    return name + (f" + {'/'.join(keys)}" if keys else "")
+
+
+def kim_rocheteau_section(config, metrics: pd.DataFrame, predictions: pd.DataFrame) -> list[str]:
+    """Kim & Rocheteau's Table 1 (a)/(b) and ROC corner figure, for a hold-out experiment: its
+    model and those of ``report.architectures`` (experiments joined, one per backbone)."""
+    metrics_by, predictions_by = {model_label(config): metrics}, {model_label(config): predictions}
+    for other_path in config["report"]["architectures"]:
+        other = load_config(other_path)
+        label = model_label(other)
+        if label in metrics_by:
+            raise PipelineError(f"`report.architectures` in {config.path} joins {other_path}, "
+                                f"whose model {label!r} is already in the table; give each joined "
+                                "experiment another network or metadata.")
+        metrics_by[label], predictions_by[label] = read_results(other)
+    design = "melanoma_vs_benign" if "melanoma_vs_benign" in config.designs else config.designs[0]
+    return transfer_section(metrics_by, predictions_by, config.output_dir, design)
+
+
 def _faithful(config) -> bool:
     """Whether the paper's numbers are comparable: the Atlas, nothing scaled down or overridden."""
     return (config["data"]["dataset"] == "derm7pt" and not config["experiment"]["scaled_down"]
@@ -166,7 +192,9 @@ def run(args: argparse.Namespace) -> int:
         paper_difficulty=PAPER_TABLE4 if faithful else None,
         difficulty_cell=config["report"]["difficulty_cell"], threshold=config["report"]["threshold"],
         seed=config.seed, training=training_rows(trained_manifests(config)),
-        extra_sections=isic2016_section(config, metrics) + architectures_section(config, metrics)
+        extra_sections=isic2016_section(config, metrics)
+        + (kim_rocheteau_section(config, metrics, predictions)
+           if config["folds"]["scheme"] == "holdout" else architectures_section(config, metrics))
         + attributions_section(config.output_dir))
     print(f"report: {path}")
     return 0

@@ -141,7 +141,12 @@ def test_metrics_follow_the_contract_and_the_report_is_written(experiment):
         run = predictions[predictions["repeat"] == row.repeat]
         auc = roc_auc_score(run["y_true"] == "melanoma", run["score"])
         assert row.auc == pytest.approx(auc)
-    assert (out / "report.md").is_file()
+    report = (out / "report.md").read_text(encoding="utf-8")
+    assert "## Table 1 (Kim & Rocheteau 2020)" in report
+    table_a = report.split("### (a) without transfer")[1].split("### (b)")[0]
+    assert "| standard-cnn | 2 |" in table_a and "general practitioners (cited)" in table_a
+    assert "No experiment ran this cell." in report.split("### (b)")[1]  # no ImageNet weights
+    assert (out / "roc_corner.png").is_file()
 
 
 def test_network_kind_refuses_cells_without_fine_tuning(tmp_path):
