@@ -145,8 +145,8 @@ def _transforms(recipe: TrainRecipe, draws: np.ndarray, size: tuple[int, int]) -
 
 
 def epoch_dataset(images: np.ndarray, y: np.ndarray, plan: EpochPlan, *, classes: int,
-                  batch_size: int, preprocess: Callable[[tf.Tensor], tf.Tensor] | None = None
-                  ) -> tf.data.Dataset:
+                  batch_size: int, preprocess: Callable[[tf.Tensor], tf.Tensor] | None = None,
+                  extra: np.ndarray | None = None) -> tf.data.Dataset:
     """A ``tf.data`` pipeline of the plan's batches, read from ``images`` one batch at a time.
 
     Transformed copies are resampled bilinearly with reflection at the borders (Keras
@@ -161,6 +161,8 @@ def epoch_dataset(images: np.ndarray, y: np.ndarray, plan: EpochPlan, *, classes
         classes: k, the width of the one-hot targets.
         batch_size: examples per batch (the last batch may be smaller).
         preprocess: applied to each float32 batch (pixel range 0-255); None keeps it as it is.
+        extra: float32 array of shape (n_images, d), a second input per image (encoded patient
+            metadata, never augmented); ``x`` is then the pair ``(images, extra rows)``.
 
     Returns:
         Dataset of ``(x, target)``: float32 arrays of shape (batch, height, width, 3) and
@@ -174,6 +176,7 @@ def epoch_dataset(images: np.ndarray, y: np.ndarray, plan: EpochPlan, *, classes
         return np.asarray(images[index])
 
     coloured = plan.color is not None
+    side = None if extra is None else tf.constant(np.asarray(extra, np.float32))
 
     def load(index, augment, transform, color):
         x = tf.numpy_function(read, [index], tf.uint8, stateful=False)
@@ -187,6 +190,8 @@ def epoch_dataset(images: np.ndarray, y: np.ndarray, plan: EpochPlan, *, classes
             x = tf.where(augment[:, None, None, None], moved, x)
         if preprocess is not None:
             x = preprocess(x)
+        if side is not None:
+            x = (x, tf.gather(side, index))
         return x, tf.one_hot(tf.gather(labels, index), classes)
 
     color = plan.color if coloured else np.ones((len(plan.index), 2), np.float32)

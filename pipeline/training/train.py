@@ -19,6 +19,7 @@ weights as an uninterrupted one.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import math
@@ -35,11 +36,12 @@ from tqdm.auto import tqdm
 
 from pipeline.errors import PipelineError
 from pipeline.models.initializers import walk_layers
-from pipeline.training.batchnorm import BATCHNORM_MODES, recompute_statistics
+from pipeline.training.batchnorm import recompute_statistics
 from pipeline.training.augment import epoch_dataset, epoch_length, epoch_plan, plain_plan
 from pipeline.training.checkpoint import assign_all, fingerprint, load_checkpoint, save_checkpoint
 from pipeline.training.optimizer import compiled_steps
-from pipeline.training.recipe import AUGMENTATIONS, OPTIMIZERS, TrainRecipe
+from pipeline.training.inputs import check_images, check_inputs
+from pipeline.training.recipe import TrainRecipe
 
 logger = logging.getLogger(__name__)
 
@@ -93,7 +95,7 @@ def compute_mean(images: np.ndarray, chunk: int = _MEAN_CHUNK) -> np.ndarray:
     Returns:
         Array of shape (3,), float64, in the 0-255 pixel range.
     """
-    _check_images(images)
+    check_images(images)
     total = np.zeros(images.shape[-1], np.float64)
     for start in range(0, len(images), chunk):
         total += np.asarray(images[start:start + chunk]).sum(axis=(0, 1, 2), dtype=np.float64)
@@ -127,7 +129,8 @@ def train_classifier(model: keras.Model, images: np.ndarray, y: np.ndarray, *, r
                      progress: bool = True, log: Callable[[str], None] | None = None,
                      on_epoch_end: Callable[[dict], None] | None = None,
                      notify: Callable[[str], None] | None = None,
-                     validation: np.ndarray | None = None) -> TrainResult:
+                     validation: np.ndarray | None = None,
+                     metadata: np.ndarray | None = None) -> TrainResult:
     """Train ``model`` in place with ``recipe``; on return it holds the best validation weights.
 
     Determinism: the function calls ``keras.utils.set_random_seed(seed)`` (Python, NumPy's global
@@ -164,12 +167,15 @@ def train_classifier(model: keras.Model, images: np.ndarray, y: np.ndarray, *, r
         validation: positions into ``images`` of a given validation part (a hold-out's, Kim &
             Rocheteau), used instead of the recipe's stratified ``validation_fraction`` split;
             the other images train.
+        metadata: float32 array of shape (n_images, d), the encoded patient metadata of each
+            image, for a two-input model (``pipeline.models.metadata_branch``); in the
+            checkpoint's fingerprint.
 
     Returns:
         The run's ``TrainResult``.
     """
     log = log or logger.info
-    classes = _check_inputs(model, images, y, recipe, seed)
+    classes = check_inputs(model, images, y, recipe, seed)
     y = np.asarray(y, np.int64)
     _seed_everything(seed)
     if validation is None:
@@ -189,6 +195,17 @@ def train_classifier(model: keras.Model, images: np.ndarray, y: np.ndarray, *, r
     identity = fingerprint(model, images, y, recipe, seed, classes)  # before any change
     if validation is not None:
         identity["validation"] = val_idx.tolist()
+    if metadata is not None:
+        metadata = np.asarray(metadata, np.float32)
+        if metadata.ndim != 2 or len(metadata) != len(y) or len(model.inputs) != 2 \
+                or model.inputs[1].shape[-1] != metadata.shape[1]:
+            raise PipelineError(f"metadata must be an array of shape ({len(y)}, d) for a model "
+                                "with a second input of width d (add_metadata_branch); got "
+                                f"shape {metadata.shape} for a model with {len(model.inputs)} "
+                                "input(s).")
+        identity["metadata"] = hashlib.sha256(metadata.tobytes()).hexdigest()
+    elif len(model.inputs) != 1:
+        raise PipelineError("the model has a metadata input; pass metadata=... to train it.")
     start = [np.array(w) for w in model.trainable_weights]  # not BN statistics: they are not learned
     policies = _set_precision(model, recipe.mixed_precision, log)
     try:
@@ -202,7 +219,8 @@ def train_classifier(model: keras.Model, images: np.ndarray, y: np.ndarray, *, r
             (notify or log)(f"resuming from {workdir / CHECKPOINT} after epoch {state['epoch']} "
                             f"of {recipe.epochs}")
         _run_epochs(model, optimizer, steps, images, y, train_idx, val_idx, classes, recipe,
-                    preprocess, seed, workdir, identity, state, progress, log, on_epoch_end)
+                    preprocess, seed, workdir, identity, state, progress, log, on_epoch_end,
+                    metadata)
         if state["best"] is not None:
             assign_all(model.weights, state["best"])
     finally:
@@ -225,15 +243,17 @@ def train_classifier(model: keras.Model, images: np.ndarray, y: np.ndarray, *, r
 
 
 def _run_epochs(model, optimizer, steps, images, y, train_idx, val_idx, classes, recipe,
-                preprocess, seed, workdir, identity, state, progress, log, on_epoch_end) -> None:
+                preprocess, seed, workdir, identity, state, progress, log, on_epoch_end,
+                metadata=None) -> None:
     """Train from ``state['epoch'] + 1`` to ``recipe.epochs``, checkpointing after each epoch."""
     random_states = [v for v in model.variables if "seed_generator_state" in v.path]
     train_step, val_step = steps
     val_data = epoch_dataset(images, y, plain_plan(val_idx), classes=classes,
-                             batch_size=recipe.batch_size, preprocess=preprocess)
+                             batch_size=recipe.batch_size, preprocess=preprocess, extra=metadata)
     # precise BN: the training images as they are (no augmentation), never the validation ones
     statistics_data = epoch_dataset(images, y, plain_plan(train_idx), classes=classes,
-                                    batch_size=recipe.batch_size, preprocess=preprocess) \
+                                    batch_size=recipe.batch_size, preprocess=preprocess,
+                                    extra=metadata) \
         if recipe.batchnorm == "precise" else None
     state["epoch_size"] = epoch_length(y[train_idx], recipe)
     bar = tqdm(total=recipe.epochs, initial=state["epoch"], unit="epoch", desc="train",
@@ -254,10 +274,10 @@ def _run_epochs(model, optimizer, steps, images, y, train_idx, val_idx, classes,
             plan = epoch_plan(y, train_idx, recipe=recipe, seed=seed, epoch=epoch,
                               image_size=images.shape[1:3])
             data = epoch_dataset(images, y, plan, classes=classes, batch_size=recipe.batch_size,
-                                 preprocess=preprocess)
+                                 preprocess=preprocess, extra=metadata)
             total = tf.constant(0.0)
             for x, target in data:
-                total += train_step(x, target) * tf.cast(tf.shape(x)[0], tf.float32)
+                total += train_step(x, target) * tf.cast(tf.shape(target)[0], tf.float32)
             loss = float(total) / len(plan.index)
             train_seconds = time.perf_counter() - started
             if statistics_data is not None:  # the statistics of the weights just learned
@@ -346,76 +366,6 @@ def _evaluate(val_step, data, y_val: np.ndarray, classes: int) -> tuple[float, f
     present = counts > 0
     return (float(loss) / len(y_val), float(hits.sum()) / len(y_val),
             float(np.mean(hits[present] / counts[present])))
-
-
-def _check_images(images) -> None:
-    if not isinstance(images, np.ndarray) or images.dtype != np.uint8 or images.ndim != 4 \
-            or images.shape[-1] != 3:
-        raise PipelineError(
-            "images must be a uint8 array of shape (n_images, height, width, 3) (the image cache); "
-            f"got {type(images).__name__} of dtype {getattr(images, 'dtype', None)} and shape "
-            f"{getattr(images, 'shape', None)}. Build them with `python -m pipeline images`.")
-    if len(images) == 0:
-        raise PipelineError("images is empty; training needs at least two images per class.")
-
-
-def _check_inputs(model, images, y, recipe: TrainRecipe, seed) -> int:
-    """Validate the call; returns the number of classes k (the model's softmax width)."""
-    _check_images(images)
-    y = np.asarray(y)
-    if y.ndim != 1 or not np.issubdtype(y.dtype, np.integer):
-        raise PipelineError(f"y must be a 1-D int array of class indices; got dtype {y.dtype} and "
-                            f"shape {y.shape}.")
-    if len(y) != len(images):
-        raise PipelineError(f"images has {len(images)} rows but y has {len(y)} labels; they must "
-                            "describe the same images in the same order.")
-    if not isinstance(seed, (int, np.integer)) or isinstance(seed, bool) or not 0 <= seed < 2**32:
-        raise PipelineError(f"seed must be an int in [0, 2**32); got {seed!r}.")
-    if recipe.augment not in AUGMENTATIONS or recipe.optimizer not in OPTIMIZERS:
-        raise PipelineError(f"recipe.augment must be one of {', '.join(AUGMENTATIONS)} and "
-                            f"recipe.optimizer one of {', '.join(OPTIMIZERS)}; got "
-                            f"{recipe.augment!r}, {recipe.optimizer!r}.")
-    if not (recipe.early_stopping_patience >= 0 and 0 < recipe.lr_decay_factor <= 1
-            and recipe.lr_decay_patience >= 1
-            and 0 <= recipe.brightness_range <= 1 and 0 <= recipe.saturation_range <= 1):
-        raise PipelineError("recipe needs early_stopping_patience >= 0, 0 < lr_decay_factor <= 1, "
-                            "lr_decay_patience >= 1 and brightness/saturation ranges in [0, 1]; "
-                            f"got {recipe.early_stopping_patience}, {recipe.lr_decay_factor}, "
-                            f"{recipe.lr_decay_patience}, {recipe.brightness_range}, "
-                            f"{recipe.saturation_range}.")
-    if recipe.batchnorm not in BATCHNORM_MODES:
-        raise PipelineError(f"recipe.batchnorm must be one of {', '.join(BATCHNORM_MODES)}; got "
-                            f"{recipe.batchnorm!r}.")
-    if recipe.epochs < 1 or recipe.batch_size < 1 or not 0 < recipe.validation_fraction < 1:
-        raise PipelineError("recipe needs epochs >= 1, batch_size >= 1 and 0 < validation_fraction "
-                            f"< 1; got {recipe.epochs}, {recipe.batch_size}, "
-                            f"{recipe.validation_fraction}.")
-    last = model.layers[-1]
-    activation = getattr(last, "activation", None)
-    if not isinstance(last, keras.layers.Softmax) and activation is not keras.activations.softmax:
-        raise PipelineError(f"the model's last layer {last.name!r} must be a softmax (a Dense with "
-                            "activation='softmax'); replace the head with networks.replace_head.")
-    classes = int(model.outputs[0].shape[-1])
-    expected = tuple(model.inputs[0].shape[1:])
-    if any(e is not None and e != g for e, g in zip(expected, images.shape[1:])) \
-            or len(expected) != 3:
-        raise PipelineError(f"images have shape {images.shape[1:]} per image but the model expects "
-                            f"{expected}; build the image cache at the network's input size.")
-    if y.min() < 0 or y.max() >= classes:
-        raise PipelineError(f"y must hold class indices 0..{classes - 1} (the model's softmax has "
-                            f"{classes} outputs); got values {y.min()}..{y.max()}.")
-    counts = np.bincount(y, minlength=classes)
-    absent = np.flatnonzero(counts == 0).tolist()
-    if absent:
-        raise PipelineError(f"classes {absent} have no image in y, but the model's softmax has "
-                            f"{classes} outputs; give every class images or build the head with "
-                            "the number of classes present.")
-    short = {c: int(n) for c, n in enumerate(counts) if n < 2}
-    if short:
-        raise PipelineError("every class needs at least 2 images to stratify the validation "
-                            f"split; got class: count {short}. Add images or use a design without "
-                            "that class.")
-    return classes
 
 
 def _set_precision(model, wanted: bool, log) -> list:
