@@ -153,6 +153,29 @@ class MetadataEncoder:
                 blocks.append(onehot)
         return np.concatenate(blocks, axis=1).astype(np.float32)
 
+    def state(self) -> dict:
+        """The fitted encoding as plain data (for a network entry's manifest and cache key)."""
+        if not hasattr(self, "feature_names_"):
+            raise PipelineError("MetadataEncoder.state before fit; fit it on the training part.")
+        out = {"keys": list(self.ordered_keys), "categories": self.categories_}
+        if "age" in self.keys:
+            out.update(age_mean=self.age_mean_, age_scale=self.age_scale_)
+        return out
+
+    @classmethod
+    def from_state(cls, state: dict, source: str = "the manifest") -> "MetadataEncoder":
+        """The encoder ``state()`` describes, fitted, without the training rows."""
+        encoder = cls(state["keys"], source)
+        encoder.categories_ = {k: list(v) for k, v in state["categories"].items()}
+        if "age" in encoder.keys:
+            encoder.age_mean_, encoder.age_scale_ = state["age_mean"], state["age_scale"]
+        names = []
+        for key in encoder.ordered_keys:
+            names += (["age", "age_missing"] if key == "age" else
+                      [f"{key}={v}" for v in encoder.categories_[key]] + [f"{key}={UNKNOWN}"])
+        encoder.feature_names_ = names
+        return encoder
+
     def fit_transform(self, frame: pd.DataFrame) -> np.ndarray:
         """``fit(frame).transform(frame)``."""
         return self.fit(frame).transform(frame)

@@ -193,10 +193,6 @@ def _cross_checks(config: Config) -> None:
                             f"a fine-tuned network's own output; cells {frozen} are not "
                             "fine-tuned and have no head for the target. Use '+ft' cells only, "
                             "or kind = \"svm\".")
-    if config["classifier"]["kind"] == "network" and config["classifier"]["metadata"]:
-        raise PipelineError(f"`classifier.metadata` in {path} with kind = \"network\": the "
-                            "network's metadata branch is not implemented yet; use kind = "
-                            "\"svm\" (metadata joined to the features) or metadata = [].")
     retinopathy = [c.name for c in config.cells if c.source in RETINOPATHY_SOURCES]
     if retinopathy and not config["pretrain"]["retinopathy_root"]:
         raise PipelineError(f"cells {retinopathy} in {path} need the Retinopathy source task, but "

@@ -5,7 +5,9 @@ the network's pooled features before the output layer.
 two-input model, ``[images, metadata]``: the layer ``spec.head_input`` (the pooled features the
 head reads) and a ReLU ``Dense`` over the encoded metadata (``pipeline.classifiers.metadata``)
 are concatenated and feed a new ``classes``-way softmax. The backbone's layers and weights are
-shared with the given model. ``pipeline.training.train.train_classifier(metadata=...)`` trains it.
+shared with the given model. ``pipeline.training.train.train_classifier(metadata=...)`` trains it;
+the finetune stage builds it for ``classifier.kind = "network"`` with ``classifier.metadata``, and
+``pipeline.training.netstore.load`` rebuilds it from the encoder state an entry records.
 """
 
 from __future__ import annotations

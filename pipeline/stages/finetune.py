@@ -10,7 +10,9 @@ last completed epoch. Writes ``finetuned.csv``: ``source, design, repeat, train_
 entry`` (``train_ids``: the digest of the training images, which the ``svm`` stage checks against
 the current folds). On a hold-out (``folds.scheme = "holdout"``) each repeat is one independent
 run: its own seed (``pipeline.folds.holdout.run_seeds``) and the split's validation part to pick
-the epoch and to stop early.
+the epoch and to stop early. With ``classifier.kind = "network"`` and ``classifier.metadata``,
+the network gets a metadata branch (``pipeline.models.metadata_branch``) fed with the metadata
+encoded on the run's training part; the encoding is recorded in the entry.
 """
 
 from __future__ import annotations
@@ -27,7 +29,9 @@ from pipeline.console import log
 from pipeline.data.designs import apply_design, get_design
 from pipeline.experiment import artifacts
 from pipeline.experiment.config import Config, add_config_arguments, config_from_args
+from pipeline.classifiers.metadata import MetadataEncoder
 from pipeline.folds.holdout import run_seeds
+from pipeline.models.metadata_branch import add_metadata_branch
 from pipeline.folds.table import VALIDATION_PART, fold_runs, half_ids, is_holdout, train_ids_digest
 from pipeline.models.device import device_kind
 from pipeline.protocol import IMAGENET_SOURCES
@@ -70,6 +74,15 @@ def finetune_one(config: Config, source_entry: Path, images, table: pd.DataFrame
     if validation_ids:
         key_inputs["validation_ids"] = train_ids_digest(validation_ids)
         validation = np.arange(len(train_ids), len(trained))
+    keys = list(config["classifier"]["metadata"])
+    encoded = None
+    if keys and config["classifier"]["kind"] == "network":
+        # Kim & Rocheteau: a metadata branch, its encoding fitted on the training part only
+        rows = table.set_index("image")[keys]
+        encoder = MetadataEncoder(keys, str(config.path_of("manifest.csv")))
+        encoder.fit(rows.loc[list(train_ids)])
+        encoded = encoder.transform(rows.loc[trained])
+        key_inputs["metadata"] = encoder.state()
     entry = artifacts.network_entry(config, key_inputs)
     with claim(entry) as todo:
         if not todo:
@@ -77,8 +90,10 @@ def finetune_one(config: Config, source_entry: Path, images, table: pd.DataFrame
             return entry
         log(f"finetune {tag}: {len(train_ids)} images, {recipe.epochs} epochs")
         model, spec = pool.model_for(source_entry, len(classes), seed)
+        if encoded is not None:
+            model = add_metadata_branch(model, spec, encoded.shape[1], len(classes), seed=seed)
         netstore.train_and_save(entry, model, spec, pixels, labels, mean, recipe, seed,
-                                key_inputs, validation)
+                                key_inputs, validation, encoded)
     return entry
 
 

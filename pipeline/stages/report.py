@@ -125,7 +125,8 @@ def model_label(config) -> str:
     """A model of Kim & Rocheteau's table: the network, and the metadata it fuses."""
     name = get_network(config["network"]["name"]).name
     keys = config["classifier"]["metadata"]
-    return name + (f" + {'/'.join(keys)}" if keys else "")
+    return (name + (f" + {'/'.join(keys)}" if keys else "")
+            + (" (SVM)" if config["classifier"]["kind"] == "svm" else ""))
 
 
 def kim_rocheteau_section(config, metrics: pd.DataFrame, predictions: pd.DataFrame) -> list[str]:

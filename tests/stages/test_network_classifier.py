@@ -50,6 +50,7 @@ saturation_range = 0.1
 
 [classifier]
 kind = "network"
+metadata = {metadata}
 
 [extract]
 batch_size = 8
@@ -82,13 +83,15 @@ def write_isic2020(root, patients: int = 40, seed: int = 0) -> pd.DataFrame:
     return table
 
 
-@pytest.fixture(scope="module")
-def experiment(tmp_path_factory):
+@pytest.fixture(scope="module", params=[[], ["age", "sex", "site"]],
+                ids=["images-only", "metadata-branch"])
+def experiment(request, tmp_path_factory):
     root = tmp_path_factory.mktemp("kr")
     write_isic2020(root / "isic2020")
     config = root / "experiments" / "kr.toml"
     config.parent.mkdir()
-    config.write_text(CONFIG.format(root=root / "isic2020", cache=root / "cache"),
+    config.write_text(CONFIG.format(root=root / "isic2020", cache=root / "cache",
+                                    metadata=str(request.param).replace("'", '"')),
                       encoding="utf-8")
     for stage in ("data", "folds", "pretrain", "finetune", "features", "svm", "report"):
         assert main([stage, "--config", str(config)]) == 0, stage
@@ -96,6 +99,7 @@ def experiment(tmp_path_factory):
 
 
 def test_scores_are_the_networks_outputs_on_the_test_images(experiment):
+    from pipeline.classifiers.metadata import MetadataEncoder
     from pipeline.data.images import load_image
     from pipeline.models.preprocessing import preprocess
     from pipeline.training import netstore
@@ -117,6 +121,15 @@ def test_scores_are_the_networks_outputs_on_the_test_images(experiment):
         # decoded here as the image cache decodes (black-frame crop on, the default)
         pixels = np.stack([load_image(out / p, 32, crop_black_frame=True) for p in paths])
         x = preprocess(net.spec, pixels.astype(np.float32), net.mean)
+        keys = list(config["classifier"]["metadata"])
+        if keys:  # the branch's input: the metadata encoded with the training part's statistics
+            state = net.info["metadata"]
+            train = folds[(folds["repeat"] == row.repeat) & (folds["half"] == 1)]["image"]
+            rows = manifest.set_index("image")[keys]
+            refit = MetadataEncoder(keys).fit(rows.loc[train])
+            assert refit.state() == state  # fitted on the training part only
+            x = [x, refit.transform(rows.loc[test])]
+            assert len(net.model.inputs) == 2
         probabilities = np.asarray(net.model(x, training=False), np.float64)
         # classes are (benign, melanoma): the score is the log-odds of melanoma
         expected = np.log(np.clip(probabilities[:, 1], 1e-7, 1)) - \
@@ -144,14 +157,16 @@ def test_metrics_follow_the_contract_and_the_report_is_written(experiment):
     report = (out / "report.md").read_text(encoding="utf-8")
     assert "## Table 1 (Kim & Rocheteau 2020)" in report
     table_a = report.split("### (a) without transfer")[1].split("### (b)")[0]
-    assert "| standard-cnn | 2 |" in table_a and "general practitioners (cited)" in table_a
+    keys = list(load_config(experiment)["classifier"]["metadata"])
+    label = "standard-cnn" + (" + " + "/".join(keys) if keys else "")
+    assert f"| {label} | 2 |" in table_a and "general practitioners (cited)" in table_a
     assert "No experiment ran this cell." in report.split("### (b)")[1]  # no ImageNet weights
     assert (out / "roc_corner.png").is_file()
 
 
 def test_network_kind_refuses_cells_without_fine_tuning(tmp_path):
     path = tmp_path / "x.toml"
-    path.write_text(CONFIG.format(root=tmp_path, cache=tmp_path / "c").replace(
+    path.write_text(CONFIG.format(root=tmp_path, cache=tmp_path / "c", metadata="[]").replace(
         'cells = ["none+ft"]', 'cells = ["none", "none+ft"]'), encoding="utf-8")
     with pytest.raises(PipelineError, match=r"cells \['none'\] are not fine-tuned"):
         load_config(path)
