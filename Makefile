@@ -21,7 +21,7 @@ PY := $(VENV)/bin/python
 RUN := $(PY) -m pipeline
 INSTALLED := $(VENV)/.installed
 
-.PHONY: all demo demo-data test bench help clean clean-cache data folds pretrain finetune features \
+.PHONY: all demo demo-kr demo-data test bench help clean clean-cache data folds pretrain finetune features \
         svm report compare FORCE
 
 ## all: run every stage of $(EXP) up to report.md
@@ -37,6 +37,16 @@ demo: demo-data
 $(DEMO_EXPLAIN): experiments/demo/metrics.csv
 	$(RUN) explain --config experiments/demo.toml --cell imagenet+ft --design melanoma_vs_benign \
 		--images 8
+
+## demo-kr: Kim & Rocheteau's protocol on synthetic ISIC 2020-layout data (experiments/demo-kr/report.md)
+# Their Table 1 joins three experiments (report.architectures of demo-kr.toml), run first.
+DEMO_KR_DATA := demo_data_isic2020/manifest.json
+demo-kr: $(DEMO_KR_DATA)
+	$(MAKE) --no-print-directory all EXP=experiments/demo-kr-cnn.toml DATA_DEPS=$(DEMO_KR_DATA)
+	$(MAKE) --no-print-directory all EXP=experiments/demo-kr-metadata.toml DATA_DEPS=$(DEMO_KR_DATA)
+	$(MAKE) --no-print-directory all EXP=experiments/demo-kr.toml DATA_DEPS=$(DEMO_KR_DATA)
+$(DEMO_KR_DATA): | $(INSTALLED)
+	$(RUN) demo-data --layout isic2020 --out demo_data_isic2020
 
 ## demo-data: write the synthetic dermoscopy and fundus datasets to demo_data/
 demo-data: demo_data/manifest.json
@@ -67,7 +77,7 @@ $(INSTALLED): setup.cfg pyproject.toml
 FOLDS_FILES ?=
 LABEL_FILES ?=
 REPORT_DEPS ?=
-NO_EXPERIMENT := clean clean-cache help test bench demo demo-data
+NO_EXPERIMENT := clean clean-cache help test bench demo demo-kr demo-data
 ifneq ($(filter-out $(NO_EXPERIMENT),$(or $(MAKECMDGOALS),all)),)
 include $(STAMPS)/deps.mk
 endif

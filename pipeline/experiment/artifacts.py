@@ -76,20 +76,27 @@ def folds(config: Config, design: str, table: pd.DataFrame | None = None) -> pd.
             holds another number of repeats than ``folds.repeats`` (a repeat deleted by hand
             would silently drop runs), or another scheme than ``folds.scheme``.
     """
-    from pipeline.folds.table import is_official, read_folds
+    from pipeline.folds.table import is_holdout, is_official, read_folds
 
     table = manifest(config) if table is None else table
     path = require(config, f"folds/{design}.csv")
-    result = read_folds(path, table, design)
+    result = read_folds(path, table, design,
+                        grouped=config["folds"]["holdout_grouping"] == "grouped")
     repeats = sorted(result["repeat"].unique().tolist())
     scheme = config["folds"]["scheme"]
+    if (scheme == "holdout") != is_holdout(result):
+        raise PipelineError(f"{path} {'is not' if scheme == 'holdout' else 'is'} a hold-out split "
+                            f"(with a validation part), but `folds.scheme` in "
+                            f"{config.path} is {scheme!r}; rerun `make folds EXP={config.path}`.")
     if scheme == "official" and not is_official(result):
         raise PipelineError(f"{path} holds repeats {repeats}, not the official split (repeat 0) "
                             f"that `folds.scheme = \"official\"` in {config.path} asks for; rerun "
                             f"`make folds EXP={config.path}`.")
-    if scheme == "5x2" and repeats != list(range(1, config["folds"]["repeats"] + 1)):
-        raise PipelineError(f"{path} holds repeats {repeats}, but `folds.repeats` in "
-                            f"{config.path} is {config['folds']['repeats']}: every run of a "
+    wanted = config["folds"]["runs" if scheme == "holdout" else "repeats"]
+    if scheme != "official" and repeats != list(range(1, wanted + 1)):
+        raise PipelineError(f"{path} holds repeats {repeats}, but "
+                            f"`folds.{'runs' if scheme == 'holdout' else 'repeats'}` in "
+                            f"{config.path} is {wanted}: every run of a "
                             f"missing repeat would be left out without a word. Rerun `make folds "
                             f"EXP={config.path}` (or restore the file).")
     return result

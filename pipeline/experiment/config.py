@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
 
+from pipeline.data.datasets import DATASET_METADATA
 from pipeline.errors import PipelineError
 from pipeline.experiment.schema import RECIPE_KEYS, SCHEMA
 from pipeline.protocol import RETINOPATHY_SOURCES, SOURCES, Cell
@@ -172,6 +173,26 @@ def _cross_checks(config: Config) -> None:
         raise PipelineError(f"`folds.scheme = \"official\"` in {path} needs a dataset with an official "
                             f"train/test split (isic2016); got `data.dataset = "
                             f"\"{config['data']['dataset']}\"`. Use scheme = \"5x2\".")
+    if config["folds"]["scheme"] == "holdout":
+        from pipeline.folds.holdout import check_fractions
+
+        try:
+            check_fractions(config["folds"]["holdout"])
+        except PipelineError as exc:
+            raise PipelineError(f"`folds.holdout` in {path}: {exc}") from None
+    dataset = config["data"]["dataset"]
+    lacking = [k for k in config["classifier"]["metadata"] if k not in DATASET_METADATA[dataset]]
+    if lacking:
+        has = ", ".join(repr(k) for k in DATASET_METADATA[dataset]) or "none"
+        raise PipelineError(f"`classifier.metadata` in {path} asks for {lacking}, which dataset "
+                            f"{dataset!r} does not record; its metadata keys: {has}. Remove "
+                            f"{lacking} from the list.")
+    frozen = [c.name for c in config.cells if not c.finetune]
+    if config["classifier"]["kind"] == "network" and frozen:
+        raise PipelineError(f"`classifier.kind = \"network\"` in {path} scores test images with "
+                            f"a fine-tuned network's own output; cells {frozen} are not "
+                            "fine-tuned and have no head for the target. Use '+ft' cells only, "
+                            "or kind = \"svm\".")
     retinopathy = [c.name for c in config.cells if c.source in RETINOPATHY_SOURCES]
     if retinopathy and not config["pretrain"]["retinopathy_root"]:
         raise PipelineError(f"cells {retinopathy} in {path} need the Retinopathy source task, but "

@@ -18,10 +18,11 @@ from dataclasses import dataclass
 from typing import Any
 
 from pipeline.data.datasets import SKIN_DATASETS
+from pipeline.data.vocabulary import METADATA_KEYS
 from pipeline.data.designs import DESIGNS
 from pipeline.data.images import MAX_PIXELS
 from pipeline.protocol import ALL_CELLS, TABLE1_CELLS
-from pipeline.training.recipe import TrainRecipe
+from pipeline.training.recipe import AUGMENTATIONS, OPTIMIZERS, TrainRecipe
 
 KINDS = ("str", "bool", "int", "float", "choice", "list", "pair", "cells")
 
@@ -186,8 +187,9 @@ _RECIPE = dict([
     _recipe_key("l2", kind="float", minimum=0, description="L2 regularisation factor"),
     _recipe_key("validation_fraction", kind="float", minimum=0, maximum=0.5,
                 exclusive_minimum=True, description="stratified validation fraction"),
-    _recipe_key("augment", kind="choice", choices=("minority", "none"),
-                description="augment only the minority classes (paper) or nothing"),
+    _recipe_key("augment", kind="choice", choices=AUGMENTATIONS,
+                description="augment only the minority classes (paper), every image ('all', "
+                            "Kim & Rocheteau) or nothing"),
     _recipe_key("scale_range", kind="pair", description="random scaling range of the augmentation"),
     _recipe_key("rotation_degrees", kind="float", minimum=0, maximum=180,
                 description="random rotation range (±degrees)"),
@@ -197,6 +199,22 @@ _RECIPE = dict([
                 description="BatchNormalization's inference statistics: Keras's 'moving' "
                             "averages or 'precise' (recomputed over the training images every "
                             "epoch; short runs need it)"),
+    _recipe_key("optimizer", kind="choice", choices=OPTIMIZERS,
+                description="'sgd' with Nesterov momentum (paper) or 'adam' (Kim & Rocheteau)"),
+    _recipe_key("early_stopping_patience", kind="int", minimum=0,
+                description="stop after this many epochs without a lower validation loss "
+                            "(Kim & Rocheteau: 3; 0: run every epoch, the paper)"),
+    _recipe_key("lr_decay_factor", kind="float", minimum=0, maximum=1, exclusive_minimum=True,
+                description="learning rate times this on a validation-loss plateau (Kim & "
+                            "Rocheteau: 0.4; 1: never, the paper)"),
+    _recipe_key("lr_decay_patience", kind="int", minimum=1,
+                description="epochs without improvement before a learning-rate decay"),
+    _recipe_key("brightness_range", kind="float", minimum=0, maximum=1,
+                description="augmented copies' brightness times a factor in [1-r, 1+r] "
+                            "(0: unchanged, the paper)"),
+    _recipe_key("saturation_range", kind="float", minimum=0, maximum=1,
+                description="augmented copies' saturation times a factor in [1-r, 1+r] "
+                            "(0: unchanged, the paper)"),
 ])
 assert set(_RECIPE) == {f.name for f in dataclasses.fields(TrainRecipe)}, "recipe keys drifted"
 RECIPE_KEYS = tuple(_RECIPE)
@@ -238,11 +256,24 @@ SCHEMA: dict[str, dict[str, Key]] = {
         "designs": Key(kind="list", default=list(DESIGNS), description="labelling designs",
                        item=Key(kind="choice", default=None, choices=tuple(DESIGNS),
                                 description="a design")),
-        "scheme": Key(kind="choice", default="5x2", choices=("5x2", "official"),
-                      description="'5x2' cross-validation (paper) or the dataset's 'official' "
-                                  "train/test split"),
+        "scheme": Key(kind="choice", default="5x2", choices=("5x2", "official", "holdout"),
+                      description="'5x2' cross-validation (paper), the dataset's 'official' "
+                                  "train/test split, or one 'holdout' train/validation/test "
+                                  "split (Kim & Rocheteau 2020)"),
         "repeats": Key(kind="int", default=5, minimum=1,
                        description="repeats of the 2-fold split (paper: 5)"),
+        "holdout": Key(kind="list", default=[0.6, 0.2, 0.2], unique=False,
+                       description="scheme 'holdout': train, validation and test shares "
+                                   "(Kim & Rocheteau: 0.6, 0.2, 0.2; three numbers summing to 1)",
+                       item=Key(kind="float", default=None, minimum=0, maximum=1,
+                                exclusive_minimum=True, description="a share")),
+        "holdout_grouping": Key(kind="choice", default="grouped", choices=("grouped", "leaky"),
+                                description="scheme 'holdout': keep each patient in one part "
+                                            "('grouped'), or split images regardless of "
+                                            "patient as the paper's code did ('leaky')"),
+        "runs": Key(kind="int", default=10, minimum=1,
+                    description="scheme 'holdout': independent training runs (seeds) on the "
+                                "one split (Kim & Rocheteau: 10)"),
     },
     "network": {
         "name": Key(kind="str", default="vgg-m",
@@ -284,6 +315,18 @@ SCHEMA: dict[str, dict[str, Key]] = {
                                    exclusive_minimum=True, description="validation split for C"),
         "n_jobs": Key(kind="int", default=-1, minimum=-1,
                       description="parallel SVM runs (-1: every core)"),
+    },
+    "classifier": {
+        "kind": Key(kind="choice", default="svm", choices=("svm", "network"),
+                    description="'svm': linear SVM on the network's features (Menegola); "
+                                "'network': the fine-tuned network's own output (Kim & "
+                                "Rocheteau; fine-tuned cells only)"),
+        "metadata": Key(kind="list", default=[], nonempty=False,
+                        description="patient metadata joined to the image features (Kim & "
+                                    "Rocheteau 2020): any of 'age', 'sex', 'site'; empty: images "
+                                    "only (Menegola)",
+                        item=Key(kind="choice", default=None, choices=METADATA_KEYS,
+                                 description="a metadata key")),
     },
     "report": {
         "threshold": Key(kind="float", default=0.0,

@@ -23,6 +23,7 @@ from tqdm import tqdm
 from pipeline.cache.entries import claim, entry_complete, finish_entry, verify_entry
 from pipeline.cache.files import (
     allocate_npy,
+    hash_bytes,
     hash_json,
     read_json,
     short_key,
@@ -37,34 +38,44 @@ FEATURES = "features.npy"
 PARTIAL = "features.partial.npy"
 PROGRESS = "progress.json"
 CHUNK_BATCHES = 8  # batches between two progress saves
+OUTPUT_LAYER = "softmax output"  # the key's layer for a network's own outputs
 
 
 def feature_key(net_entry: str | Path, images, ids: list[str], batch_size: int,
-                device: str = "cpu", mean: np.ndarray | None = None) -> dict:
+                device: str = "cpu", mean: np.ndarray | None = None,
+                outputs: bool = False, metadata: np.ndarray | None = None) -> dict:
     """Everything that determines a feature entry's bytes, read from the network entry's manifest
     (so a cached entry is found without building the network).
 
     The batch size and the device kind are in the key because they change the float rounding of
     the features (~2e-6 between batch sizes on the CPU), so the same config gives the same numbers
     whatever the cache already held. ``mean`` replaces the network's own (the ``none`` source is
-    centred on each run's training half).
+    centred on each run's training half). ``outputs``: the network's own softmax outputs instead
+    of the feature layer (``classifier.kind = "network"``); the key's ``layer`` is then
+    ``OUTPUT_LAYER``. ``metadata``: the encoded metadata rows fed to a network with a metadata
+    branch (their digest joins the key).
     """
     from pipeline.models.registry import get_network
 
     net_entry = Path(net_entry)
     info = read_json(net_entry / "manifest.json")
-    return {"digest": info["digest"], "network": info["network"],
-            "layer": get_network(info["network"]).feature_layer, "input_size": info["input_size"],
+    key = {"digest": info["digest"], "network": info["network"],
+            "layer": OUTPUT_LAYER if outputs else get_network(info["network"]).feature_layer,
+            "input_size": info["input_size"],
             "width": info["width"],
             "mean": _listed(netstore.load_mean(net_entry) if mean is None else mean),
             "images": images.key, "ids": hash_json(ids), "batch_size": int(batch_size),
             "device": device}
+    if metadata is not None:
+        key["metadata"] = hash_bytes(np.ascontiguousarray(metadata, np.float32).tobytes())
+    return key
 
 
 def extract_features(net: netstore.StoredNetwork, images, ids: list[str], entry: Path, *,
                      batch_size: int = 32, device: str = "cpu", mean: np.ndarray | None = None,
                      train_ids: str | None = None, progress: bool = True,
-                     stop_after_chunks: int | None = None) -> bool:
+                     stop_after_chunks: int | None = None, outputs: bool = False,
+                     metadata: np.ndarray | None = None) -> bool:
     """Compute the feature layer's output for ``ids`` into the cache entry ``entry``.
 
     Args:
@@ -79,6 +90,10 @@ def extract_features(net: netstore.StoredNetwork, images, ids: list[str], entry:
             ``mean``), recorded in its manifest; default the network's own.
         progress: show a progress bar.
         stop_after_chunks: test hook: raise ``KeyboardInterrupt`` after this many saved chunks.
+        outputs: store the network's softmax outputs, shape (len(ids), classes), instead of the
+            feature layer's (the network as the classifier).
+        metadata: float32 array of shape (len(ids), d), the encoded metadata of each image, for
+            a network with a metadata branch (only with ``outputs``).
 
     Returns:
         Whether this call computed the entry (``False``: it was complete already, perhaps made by
@@ -86,23 +101,23 @@ def extract_features(net: netstore.StoredNetwork, images, ids: list[str], entry:
         ``features.npy`` of shape (len(ids), feature width), float32; its manifest records the
         training images of the network (``train_ids``), when it has them.
     """
-    inputs = feature_key(net.entry, images, ids, batch_size, device, mean)
+    inputs = feature_key(net.entry, images, ids, batch_size, device, mean, outputs, metadata)
     with claim(entry) as todo:
         if todo:
             _extract_into(net, images, ids, entry, inputs, batch_size, progress,
                           stop_after_chunks, net.mean if mean is None else mean,
-                          train_ids or net.info.get("train_ids"))
+                          train_ids or net.info.get("train_ids"), outputs, metadata)
     return todo
 
 
 def _extract_into(net, images, ids, entry, inputs, batch_size, progress, stop_after_chunks,
-                  mean, train_ids):
+                  mean, train_ids, outputs=False, metadata=None):
     import tensorflow as tf
 
     from pipeline.models.preprocessing import preprocess
 
     entry.mkdir(parents=True, exist_ok=True)
-    fmodel, infer = _inference(net)
+    fmodel, infer = _inference(net, outputs)
     width = int(fmodel.output_shape[-1])
     rows = images.index_of(ids)
     n = len(ids)
@@ -125,8 +140,11 @@ def _extract_into(net, images, ids, entry, inputs, batch_size, progress, stop_af
     shape = images.images.shape[1:]
     dataset = (tf.data.Dataset.from_generator(
         batches, output_signature=tf.TensorSpec((None, *shape), tf.uint8))
-        .map(lambda x: preprocess(net.spec, x, mean), num_parallel_calls=tf.data.AUTOTUNE)
-        .prefetch(2))
+        .map(lambda x: preprocess(net.spec, x, mean), num_parallel_calls=tf.data.AUTOTUNE))
+    if metadata is not None:  # the second input of a metadata branch, in the same row order
+        side = tf.data.Dataset.from_tensor_slices(np.asarray(metadata[done:], np.float32))
+        dataset = tf.data.Dataset.zip((dataset, side.batch(batch_size)))
+    dataset = dataset.prefetch(2)
     position, chunks = done, 0
     bar = tqdm(total=n, initial=done, unit="img", desc="  extract", disable=not progress,
                file=sys.stderr)
@@ -155,21 +173,22 @@ def _extract_into(net, images, ids, entry, inputs, batch_size, progress, stop_af
                  [FEATURES, "images.txt"])
 
 
-# model -> (feature model, its traced call): a model reloaded with another entry's weights (the
-# features stage reuses one per architecture) keeps them, which saves tracing per entry.
+# model -> {outputs?: (feature model, its traced call)}: a model reloaded with another entry's
+# weights (the features stage reuses one per architecture) keeps them, which saves tracing.
 _INFERENCE: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
 
 
-def _inference(net: netstore.StoredNetwork):
+def _inference(net: netstore.StoredNetwork, outputs: bool = False):
     import tensorflow as tf
 
     from pipeline.models.build import feature_model
 
-    if net.model not in _INFERENCE:
-        fmodel = feature_model(net.model, net.spec)
-        _INFERENCE[net.model] = (fmodel, tf.function(lambda x: fmodel(x, training=False),
-                                                     reduce_retracing=True))
-    return _INFERENCE[net.model]
+    cached = _INFERENCE.setdefault(net.model, {})
+    if outputs not in cached:
+        fmodel = net.model if outputs else feature_model(net.model, net.spec)
+        cached[outputs] = (fmodel, tf.function(lambda x: fmodel(x, training=False),
+                                               reduce_retracing=True))
+    return cached[outputs]
 
 
 def load_features(entry: str | Path) -> tuple[np.ndarray, list[str]]:

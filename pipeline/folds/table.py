@@ -3,9 +3,12 @@
 ``folds.csv`` has the columns ``image, repeat, half``: one row per (kept image, repeat), repeats
 1..R, halves 1 and 2. Repeat 0 marks an official train/test split (ISIC 2016, see
 ``pipeline.folds.official``): half 1 is the training set, half 2 the test set, and callers train on
-half 1 only. ``fold_runs`` lists the (repeat, train half, test half) runs. Every write and every
+half 1 only. A hold-out (``pipeline.folds.holdout``) has a third value, ``half`` 3
+(``VALIDATION_PART``), its validation part, and repeats 1..R that are all the same split: one per
+independent training run (its seed differs), each training on half 1 and testing on half 2. ``fold_runs`` lists the (repeat, train half, test half) runs. Every write and every
 read checks all invariants (``check_folds``): each kept image once per repeat, both halves
-non-empty with every class, no group split, and for 5×2 folds distinct, balanced repeats.
+non-empty with every class, no group split, for 5×2 folds distinct, balanced repeats, and for a
+hold-out three parts, each holding every class in about the share of the whole.
 """
 
 from __future__ import annotations
@@ -23,6 +26,8 @@ from pipeline.errors import PipelineError
 
 COLUMNS = ("image", "repeat", "half")
 OFFICIAL_REPEAT = 0
+TRAIN_HALF, TEST_HALF, VALIDATION_PART = 1, 2, 3
+PART_NAMES = {TRAIN_HALF: "train", TEST_HALF: "test", VALIDATION_PART: "validation"}
 DEFAULT_TOLERANCE = 0.05
 _MANIFEST_COLUMNS = ("image", "category", "diagnosis", "group")
 _FIX = "Fix: regenerate the folds for this manifest and design with `python -m pipeline folds`."
@@ -110,14 +115,23 @@ def strata_of(kept: pd.DataFrame, classes, tolerance: float | None) -> Strata:
 
 
 def is_official(folds: pd.DataFrame) -> bool:
-    """Whether ``folds`` is an official train/test split (repeat 0: train on half 1 only)."""
+    """Whether ``folds`` is one train/test split (repeat 0: train on half 1 only), official or a
+    hold-out."""
     return len(folds) > 0 and bool((pd.to_numeric(folds["repeat"]) == OFFICIAL_REPEAT).all())
 
 
+def is_holdout(folds: pd.DataFrame) -> bool:
+    """Whether ``folds`` is a hold-out split: repeats (runs) with a validation part (half 3)."""
+    return len(folds) > 0 and bool((pd.to_numeric(folds["half"]) == VALIDATION_PART).any())
+
+
 def fold_runs(folds: pd.DataFrame) -> list[tuple[int, int, int]]:
-    """The (repeat, train half, test half) runs: 2 per repeat, or 1 for an official split."""
+    """The (repeat, train half, test half) runs: 2 per repeat, 1 for an official split, 1 per
+    repeat (run) of a hold-out."""
     if is_official(folds):
         return [(OFFICIAL_REPEAT, 1, 2)]
+    if is_holdout(folds):
+        return [(int(r), TRAIN_HALF, TEST_HALF) for r in sorted(pd.unique(folds["repeat"]))]
     return [(int(r), a, b) for r in sorted(pd.unique(folds["repeat"])) for a, b in ((1, 2), (2, 1))]
 
 
@@ -135,16 +149,29 @@ def typed_folds(folds: pd.DataFrame, source: str) -> pd.DataFrame:
     frame = folds.loc[:, list(COLUMNS)].reset_index(drop=True)
     frame["image"] = frame["image"].astype(str)
     for column, allowed in (("repeat", "integers >= 1, or all 0 for an official split"),
-                            ("half", "1 or 2")):
+                            ("half", "1 or 2 (3: the validation part of a hold-out, repeat 0)")):
         values = pd.to_numeric(frame[column], errors="coerce")
         bad = values.isna() | (values != values.round())
-        bad |= ~values.isin([1, 2]) if column == "half" else values < 0
+        bad |= ~values.isin([1, 2, 3]) if column == "half" else values < 0
         if bad.any():
             raise invariant_failed(source, "values", f"column {column!r} must hold {allowed}; rows "
                         f"{examples_text(frame.index[bad])} (0-based) hold "
                         f"{examples_text(frame.loc[bad, column].unique())}")
         frame[column] = values.astype(int)
     repeats = sorted(frame["repeat"].unique())
+    third = frame["half"] == VALIDATION_PART
+    if third.any() and (frame["repeat"] == OFFICIAL_REPEAT).any():
+        rows = frame.index[third]
+        raise invariant_failed(source, "values", f"column 'half' may hold 3 (a hold-out's validation "
+                    f"part) only in repeats 1..R, not in an official split (repeat 0); rows "
+                    f"{examples_text(rows)} (0-based)")
+    if third.any():
+        parts = frame.groupby("repeat")["half"].nunique()
+        lacking = parts.index[parts < 3].tolist()
+        if lacking:
+            raise invariant_failed(source, "values", f"column 'half' holds 3 (a hold-out's "
+                        f"validation part), so every repeat must hold halves 1, 2 and 3; repeats "
+                        f"{examples_text(lacking)} do not")
     if OFFICIAL_REPEAT in repeats and len(repeats) > 1:
         raise invariant_failed(source, "values", f"repeat 0 marks an official split and cannot be mixed with "
                     f"repeats {repeats[1:]}")
@@ -154,7 +181,8 @@ def typed_folds(folds: pd.DataFrame, source: str) -> pd.DataFrame:
 
 
 def check_folds(folds: pd.DataFrame, manifest: pd.DataFrame, design: str, *,
-                tolerance: float | None = None, source: str = "folds.csv") -> None:
+                tolerance: float | None = None, source: str = "folds.csv",
+                grouped: bool = True) -> None:
     """Check every invariant of a folds table; raise on the first that fails.
 
     In order: the columns ``image, repeat, half`` exist; repeats are 1..R (or all 0, an official
@@ -165,7 +193,10 @@ def check_folds(folds: pd.DataFrame, manifest: pd.DataFrame, design: str, *,
     they are balanced: in every repeat, for every diagnosis and every class of the design, with n
     images of which at most m lie in one group,
     |n_half1 − n_half2| ≤ max(2, ceil(tolerance × n), m).
-    An official split is exempt from these two.
+    An official split is exempt from these two. A hold-out (half 3 present) instead: every repeat
+    holds halves 1, 2 and 3, all repeats are the same split (its runs), each part holds every
+    class, and each part holds every diagnosis and class within that bound of its share
+    (``holdout_imbalance``).
 
     Why this bound: a group cannot be split, so m is unavoidable; the greedy of ``make_folds``
     keeps single-diagnosis groups within m of balance (usually within 1) and may trade a unit
@@ -180,11 +211,15 @@ def check_folds(folds: pd.DataFrame, manifest: pd.DataFrame, design: str, *,
         design: design name.
         tolerance: the fraction in the balance bound; ``None`` means 0.05.
         source: name of the folds in messages (the file path).
+        grouped: ``False`` only for the leaky hold-out split of Kim & Rocheteau's code
+            (``make_holdout(grouped=False)``): every image counts as its own group.
 
     Raises:
         PipelineError: naming the invariant, the repeat and the first few images at fault.
     """
     kept = kept_images(manifest, design)
+    if not grouped:
+        kept = kept.assign(group=kept["image"])
     frame = typed_folds(folds, source)
     if frame.empty:
         raise invariant_failed(source, "each kept image once per repeat", "the table has no rows")
@@ -211,11 +246,23 @@ def check_folds(folds: pd.DataFrame, manifest: pd.DataFrame, design: str, *,
         halves[repeat] = half.to_numpy(dtype=int)
     strata = strata_of(kept, get_design(design).classes, tolerance)
     diffs = {r: np.where(h == 1, 1, -1) @ strata.onehot for r, h in halves.items()}
+    holdout = is_holdout(frame)
+    if holdout:
+        first = min(halves)
+        other = [r for r, h in halves.items() if not np.array_equal(h, halves[first])]
+        if other:
+            raise invariant_failed(source, "runs share one split", f"the hold-out's repeats are "
+                        f"its independent runs on one split, but repeats {examples_text(other)} "
+                        f"differ from repeat {first}")
     for repeat, half in halves.items():
         empty = [h for h in (1, 2) if not (half == h).any()]
         if empty:
             raise invariant_failed(source, "halves non-empty", f"repeat {repeat}: half {empty[0]} is empty")
         missing, _ = strata.problems(diffs[repeat])
+        if holdout:
+            missing = [f"the {PART_NAMES[h]} part (half {h}) has no {c!r}" for h in PART_NAMES
+                       for c in get_design(design).classes
+                       if not ((half == h) & (kept["label"] == c).to_numpy()).any()]
         if missing:
             raise invariant_failed(source, "every class in both halves",
                         f"repeat {repeat}: {'; '.join(missing)}")
@@ -225,7 +272,12 @@ def check_folds(folds: pd.DataFrame, manifest: pd.DataFrame, design: str, *,
             raise invariant_failed(source, "no group split across halves", f"repeat {repeat} splits groups "
                         f"{examples_text(split)} (images "
                         f"{examples_text(kept['image'][kept['group'].isin(split)])})")
-    if is_official(frame):
+    if holdout:
+        imbalanced = holdout_imbalance(strata, halves[min(halves)])
+        if imbalanced:
+            raise invariant_failed(source, "balance", f"hold-out: {'; '.join(imbalanced[:5])}"
+                        + (f" ({len(imbalanced)} in all)" if len(imbalanced) > 5 else ""))
+    if is_official(frame) or holdout:
         return
     images = kept["image"].to_numpy()
     # The images beside the first kept image: the same for a partition and its swap.
@@ -241,15 +293,38 @@ def check_folds(folds: pd.DataFrame, manifest: pd.DataFrame, design: str, *,
                         + (f" ({len(imbalanced)} in all)" if len(imbalanced) > 5 else ""))
 
 
+def holdout_imbalance(strata: Strata, part: np.ndarray) -> list[str]:
+    """Where a hold-out's parts are unbalanced: for every diagnosis and class, with n images (at
+    most m in one group), a part holding a share s of all images must hold n·s images within
+    max(2, ceil(tolerance × n), m) — the 5×2 bound, with the part's share in place of one half.
+
+    Args:
+        strata: the strata of the kept images (``strata_of``).
+        part: array of shape (n_images,), each image's half (1 train, 2 test, 3 validation).
+    """
+    totals = strata.onehot.sum(axis=0)
+    out = []
+    for h, name in PART_NAMES.items():
+        inside = part == h
+        counts = inside.astype(np.int64) @ strata.onehot
+        expected = totals * inside.mean()
+        for k, (kind, value) in enumerate(strata.names):
+            if abs(counts[k] - expected[k]) > strata.allowed[k]:
+                out.append(f"{kind} {value!r}: {counts[k]} images in the {name} part, "
+                           f"{expected[k]:.1f} expected from its share (allowed |difference| "
+                           f"{strata.allowed[k]})")
+    return out
+
+
 def write_folds(folds: pd.DataFrame, path: str | os.PathLike, manifest: pd.DataFrame, design: str,
-                *, tolerance: float | None = None) -> None:
+                *, tolerance: float | None = None, grouped: bool = True) -> None:
     """Check ``folds`` (see ``check_folds``) and write them to ``path`` atomically."""
-    check_folds(folds, manifest, design, tolerance=tolerance, source=str(path))
+    check_folds(folds, manifest, design, tolerance=tolerance, source=str(path), grouped=grouped)
     write_csv(path, folds.loc[:, list(COLUMNS)])
 
 
 def read_folds(path: str | os.PathLike, manifest: pd.DataFrame, design: str, *,
-               tolerance: float | None = None) -> pd.DataFrame:
+               tolerance: float | None = None, grouped: bool = True) -> pd.DataFrame:
     """Read a ``folds.csv`` and check it (see ``check_folds``).
 
     Returns:
@@ -263,7 +338,7 @@ def read_folds(path: str | os.PathLike, manifest: pd.DataFrame, design: str, *,
     except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
         raise PipelineError(f"folds file {path} is not a readable CSV ({exc}); rewrite it with "
                             "`python -m pipeline folds`.") from None
-    check_folds(folds, manifest, design, tolerance=tolerance, source=str(path))
+    check_folds(folds, manifest, design, tolerance=tolerance, source=str(path), grouped=grouped)
     return typed_folds(folds, str(path))
 
 

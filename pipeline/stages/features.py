@@ -9,6 +9,10 @@ from its last saved chunk when interrupted.
 The untrained ``none`` network is centred on each run's training half (its mean), so it has one
 entry per run like the fine-tuned cells; the test half's images never set a run's features.
 
+With ``classifier.kind = "network"`` (Kim & Rocheteau) the entries hold each fine-tuned network's
+own softmax outputs instead, which the ``svm`` stage turns into scores without an SVM; a network
+with a metadata branch is fed each image's metadata, encoded as its entry records.
+
 Writes ``features.csv``: ``source, finetune, design, repeat, train_half, train_ids, entry``
 (``design`` and ``train_ids`` empty and ``repeat``/``train_half`` 0 for a source network shared by
 every design and fold).
@@ -18,11 +22,13 @@ from __future__ import annotations
 
 import argparse
 import time
+from pathlib import Path
 
 import pandas as pd
 
 from pipeline.cache.entries import entry_complete
-from pipeline.cache.files import short_key, write_csv
+from pipeline.cache.files import read_json, short_key, write_csv
+from pipeline.classifiers.metadata import MetadataEncoder
 from pipeline.console import log
 from pipeline.data.designs import apply_design
 from pipeline.experiment import artifacts
@@ -33,6 +39,16 @@ from pipeline.models.device import device_kind
 from pipeline.protocol import cell_name, per_training_half
 from pipeline.training import netstore
 from pipeline.training.train import compute_mean
+
+
+def _metadata_of(net_entry: str, table: pd.DataFrame, ids: list[str], config):
+    """The encoded metadata of ``ids`` for a network with a metadata branch (its entry records
+    the encoding fitted on its training part), else None."""
+    state = read_json(Path(net_entry) / "manifest.json").get("metadata")
+    if not state:
+        return None
+    encoder = MetadataEncoder.from_state(state, str(config.path_of("manifest.csv")))
+    return encoder.transform(table.set_index("image").loc[ids, state["keys"]])
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -73,11 +89,13 @@ def run(args: argparse.Namespace) -> int:
                           "repeat": int(row.repeat), "train_half": int(row.train_half),
                           "train_ids": row.train_ids}, row.entry, design_ids[row.design], None))
     batch_size, device = config["extract"]["batch_size"], device_kind()
+    outputs = config["classifier"]["kind"] == "network"  # only fine-tuned cells (config check)
     rows, started, computed, n_images = [], time.perf_counter(), 0, 0
     networks: dict[str, netstore.StoredNetwork] = {}  # the network of the current entry
     models: dict = {}  # one Keras model per architecture, loaded with each entry's weights
     for number, (row, net_entry, ids, mean) in enumerate(jobs, start=1):
-        key = feature_key(net_entry, images, ids, batch_size, device, mean)
+        metadata = _metadata_of(net_entry, table, ids, config) if outputs else None
+        key = feature_key(net_entry, images, ids, batch_size, device, mean, outputs, metadata)
         entry = config.cache_dir / "features" / short_key(key)
         if not entry_complete(entry):
             log(f"features [{number}/{len(jobs)}] {cell_name(row['source'], row['finetune'])} "
@@ -86,7 +104,8 @@ def run(args: argparse.Namespace) -> int:
                 networks.clear()  # one network in memory at a time
                 networks[net_entry] = netstore.load(net_entry, reuse=models)
             if extract_features(networks[net_entry], images, ids, entry, batch_size=batch_size,
-                                device=device, mean=mean, train_ids=row["train_ids"] or None):
+                                device=device, mean=mean, train_ids=row["train_ids"] or None,
+                                outputs=outputs, metadata=metadata):
                 computed += 1
                 n_images += len(ids)
         rows.append({**row, "entry": str(entry)})

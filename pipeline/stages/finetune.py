@@ -8,7 +8,11 @@ keyed by the source network's weights, the training images and labels, the recip
 (``pipeline.training.netstore``); finished ones are never retrained, and an interrupted run resumes from its
 last completed epoch. Writes ``finetuned.csv``: ``source, design, repeat, train_half, train_ids,
 entry`` (``train_ids``: the digest of the training images, which the ``svm`` stage checks against
-the current folds).
+the current folds). On a hold-out (``folds.scheme = "holdout"``) each repeat is one independent
+run: its own seed (``pipeline.folds.holdout.run_seeds``) and the split's validation part to pick
+the epoch and to stop early. With ``classifier.kind = "network"`` and ``classifier.metadata``,
+the network gets a metadata branch (``pipeline.models.metadata_branch``) fed with the metadata
+encoded on the run's training part; the encoding is recorded in the entry.
 """
 
 from __future__ import annotations
@@ -25,7 +29,10 @@ from pipeline.console import log
 from pipeline.data.designs import apply_design, get_design
 from pipeline.experiment import artifacts
 from pipeline.experiment.config import Config, add_config_arguments, config_from_args
-from pipeline.folds.table import fold_runs, half_ids, train_ids_digest
+from pipeline.classifiers.metadata import MetadataEncoder
+from pipeline.folds.holdout import run_seeds
+from pipeline.models.metadata_branch import add_metadata_branch
+from pipeline.folds.table import VALIDATION_PART, fold_runs, half_ids, is_holdout, train_ids_digest
 from pipeline.models.device import device_kind
 from pipeline.protocol import IMAGENET_SOURCES
 from pipeline.training import netstore
@@ -33,8 +40,13 @@ from pipeline.training import netstore
 
 def finetune_one(config: Config, source_entry: Path, images, table: pd.DataFrame,
                  train_ids: list[str], design: str, tag: str,
-                 pool: netstore.HeadSwapPool) -> Path:
+                 pool: netstore.HeadSwapPool, seed: int | None = None,
+                 validation_ids: list[str] | None = None) -> Path:
     """Fine-tune one network on ``train_ids`` (rows of ``table`` labelled by ``design``).
+
+    A hold-out run (Kim & Rocheteau) passes its own ``seed`` (``run_seeds``) and its split's
+    validation part, ``validation_ids``, which picks the epoch instead of the recipe's split;
+    both enter the entry's key only then, so every other entry keeps its key.
 
     Every run starts from the source network's weights and a new seeded head (``pool`` reuses
     one Keras model per architecture, with fresh weights each run), so no run starts from weights
@@ -43,27 +55,45 @@ def finetune_one(config: Config, source_entry: Path, images, table: pd.DataFrame
     from pipeline.training.train import compute_mean
 
     classes = get_design(design).classes
-    labels = table.set_index("image").loc[train_ids, "y"].to_numpy()
-    pixels = images.get(train_ids)
+    seed = config.seed if seed is None else int(seed)
+    trained = list(train_ids) + list(validation_ids or [])
+    labels = table.set_index("image").loc[trained, "y"].to_numpy()
+    pixels = images.get(trained)
     info = read_json(Path(source_entry) / "manifest.json")
     imagenet_derived = info["source"] in IMAGENET_SOURCES
-    mean = netstore.load_mean(source_entry) if imagenet_derived else compute_mean(pixels)
+    mean = (netstore.load_mean(source_entry) if imagenet_derived
+            else compute_mean(images.get(train_ids) if validation_ids else pixels))
     recipe = config.recipe("finetune")
     key_inputs = {**artifacts.architecture(config), "stage": "finetune",
                   "source": info["source"], "source_digest": info["digest"],
                   "design": design, "classes": list(classes), "images": images.key,
                   "ids_labels": hash_json([train_ids, labels.tolist()]), "recipe": recipe.as_dict(),
-                  "seed": config.seed, "mean": None if mean is None else np.asarray(mean).tolist(),
+                  "seed": seed, "mean": None if mean is None else np.asarray(mean).tolist(),
                   "train_ids": train_ids_digest(train_ids), "device": device_kind()}
+    validation = None
+    if validation_ids:
+        key_inputs["validation_ids"] = train_ids_digest(validation_ids)
+        validation = np.arange(len(train_ids), len(trained))
+    keys = list(config["classifier"]["metadata"])
+    encoded = None
+    if keys and config["classifier"]["kind"] == "network":
+        # Kim & Rocheteau: a metadata branch, its encoding fitted on the training part only
+        rows = table.set_index("image")[keys]
+        encoder = MetadataEncoder(keys, str(config.path_of("manifest.csv")))
+        encoder.fit(rows.loc[list(train_ids)])
+        encoded = encoder.transform(rows.loc[trained])
+        key_inputs["metadata"] = encoder.state()
     entry = artifacts.network_entry(config, key_inputs)
     with claim(entry) as todo:
         if not todo:
             log(f"finetune {tag}: cached")
             return entry
         log(f"finetune {tag}: {len(train_ids)} images, {recipe.epochs} epochs")
-        model, spec = pool.model_for(source_entry, len(classes), config.seed)
-        netstore.train_and_save(entry, model, spec, pixels, labels, mean, recipe, config.seed,
-                                key_inputs)
+        model, spec = pool.model_for(source_entry, len(classes), seed)
+        if encoded is not None:
+            model = add_metadata_branch(model, spec, encoded.shape[1], len(classes), seed=seed)
+        netstore.train_and_save(entry, model, spec, pixels, labels, mean, recipe, seed,
+                                key_inputs, validation, encoded)
     return entry
 
 
@@ -88,11 +118,16 @@ def run(args: argparse.Namespace) -> int:
         for design in config.designs:
             labelled = apply_design(table, design)
             folds = artifacts.folds(config, design, table)
+            holdout = is_holdout(folds)
+            seeds = run_seeds(config.seed, config["folds"]["runs"]) if holdout else None
             for repeat, half, _ in fold_runs(folds):
                 ids = half_ids(folds, repeat, half)
                 tag = f"{cell.name} {design} repeat {repeat} half {half}"
+                extra = ({"seed": seeds[repeat - 1],
+                          "validation_ids": half_ids(folds, repeat, VALIDATION_PART)}
+                         if holdout else {})
                 entry = finetune_one(config, source_entry, images, labelled, ids, design, tag,
-                                     pool)
+                                     pool, **extra)
                 rows.append({"source": cell.source, "design": design, "repeat": int(repeat),
                              "train_half": half, "train_ids": train_ids_digest(ids),
                              "entry": str(entry)})

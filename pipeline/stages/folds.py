@@ -2,7 +2,8 @@
 
 ``python -m pipeline folds --config EXP`` writes semi-random 5×2 folds
 (``pipeline.folds.crossval``) or, with ``folds.scheme = "official"``, the dataset's official
-train/test split (``pipeline.folds.official``); every file is checked against the manifest on
+train/test split (``pipeline.folds.official``), or with ``folds.scheme = "holdout"`` one
+train/validation/test split (``pipeline.folds.holdout``, shares ``folds.holdout``); every file is checked against the manifest on
 write (``pipeline.folds.table``) and printed as class counts per half.
 
 Without ``--config`` it makes the folds of one manifest and design: ``python -m pipeline folds
@@ -19,6 +20,7 @@ from pipeline.errors import PipelineError
 from pipeline.experiment import artifacts
 from pipeline.experiment.config import Config, add_config_arguments, config_from_args
 from pipeline.folds.crossval import make_folds
+from pipeline.folds.holdout import make_holdout
 from pipeline.folds.official import official_split
 from pipeline.folds.table import counts_per_half, fold_runs, is_official, write_folds
 
@@ -26,13 +28,18 @@ from pipeline.folds.table import counts_per_half, fold_runs, is_official, write_
 def prepare_folds(config: Config) -> None:
     """The ``folds`` stage: ``folds/<design>.csv`` for every design of the experiment."""
     table = artifacts.manifest(config)
+    grouped = config["folds"]["holdout_grouping"] == "grouped"
     for design in config.designs:
         if config["folds"]["scheme"] == "official":
             folds = official_split(table, design)
+        elif config["folds"]["scheme"] == "holdout":
+            folds = make_holdout(table, design, seed=config.seed,
+                                 fractions=config["folds"]["holdout"],
+                                 runs=config["folds"]["runs"], grouped=grouped)
         else:
             folds = make_folds(table, design, seed=config.seed, repeats=config["folds"]["repeats"])
         path = config.path_of(f"folds/{design}.csv")
-        write_folds(folds, path, table, design)
+        write_folds(folds, path, table, design, grouped=grouped)
         log(f"folds {design}: {path}")
         log(counts_per_half(folds, table, design).to_string())
 

@@ -7,7 +7,9 @@
 experiment's facts and every declared departure from the paper (``experiment.scaled_down``,
 ``--set`` overrides). The paper's numbers are shown beside the results only for a faithful run
 (derm7pt, VGG-M, nothing scaled down). ``report.architectures`` joins other experiments'
-``imagenet+ft`` cell into Table 3. Nothing here imports TensorFlow.
+``imagenet+ft`` cell into Table 3; for a hold-out experiment (Kim & Rocheteau) it joins them into
+their Table 1 (a) without and (b) with transfer instead (``pipeline.reporting.kim_rocheteau``).
+Nothing here imports TensorFlow.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ from pipeline.experiment import artifacts
 from pipeline.experiment.config import add_config_arguments, config_from_args, load_config
 from pipeline.models.registry import get_network
 from pipeline.protocol import parse_bool
+from pipeline.reporting.kim_rocheteau import transfer_section
 from pipeline.reporting.markdown import markdown_table
 from pipeline.reporting.paper import PAPER_TABLE1, PAPER_TABLE2, PAPER_TABLE3, PAPER_TABLE4
 from pipeline.reporting.report import attributions_section, write_report
@@ -62,14 +65,33 @@ def experiment_header(config) -> dict:
                    f"width x{arch['width']:g}, features `{spec.feature_layer}` ({width})",
         "cells": ", ".join(c.name for c in config.cells),
         "designs": ", ".join(config.designs),
-        "folds": f"{config['folds']['scheme']}" + (f", {config['folds']['repeats']} repeats"
-                                                     if config["folds"]["scheme"] == "5x2" else ""),
+        "folds": f"{config['folds']['scheme']}" + (
+            f", {config['folds']['repeats']} repeats" if config["folds"]["scheme"] == "5x2" else
+            f" {list(config['folds']['holdout'])} (train, validation, test), "
+            f"{config['folds']['runs']} runs, {config['folds']['holdout_grouping']}"
+            if config["folds"]["scheme"] == "holdout" else ""),
         "training": f"pretrain {pre.epochs} epochs, fine-tune {ft.epochs} epochs, batch "
-                    f"{ft.batch_size}, SGD lr {ft.learning_rate:g} Nesterov momentum {ft.momentum:g},"
-                    f" L2 {ft.l2:g}, augmentation {ft.augment}",
-        "svm": f"C in {list(config['svm']['C_grid'])}, selection {config['svm']['selection']}",
-        "seed": config.seed,
+                    f"{ft.batch_size}, " + (
+                        f"SGD lr {ft.learning_rate:g} Nesterov momentum {ft.momentum:g}"
+                        if ft.optimizer == "sgd" else f"Adam lr {ft.learning_rate:g}")
+                    + f", L2 {ft.l2:g}, augmentation {ft.augment}"
+                    + (f", early stopping patience {ft.early_stopping_patience}"
+                       if ft.early_stopping_patience else "")
+                    + (f", lr x{ft.lr_decay_factor:g} after {ft.lr_decay_patience} epoch(s) "
+                       "without improvement" if ft.lr_decay_factor < 1 else "")
+                    + (f", brightness ±{ft.brightness_range:g}, saturation "
+                       f"±{ft.saturation_range:g}"
+                       if ft.brightness_range or ft.saturation_range else ""),
     }
+    if config["classifier"]["kind"] == "network":
+        header["classifier"] = "the fine-tuned network's own output (log-odds), no SVM"
+    else:
+        header["svm"] = (f"C in {list(config['svm']['C_grid'])}, selection "
+                         f"{config['svm']['selection']}")
+    if config["classifier"]["metadata"]:
+        header["metadata"] = ", ".join(config["classifier"]["metadata"]) + \
+            " (one-hot with unknown, age standardised on the training half)"
+    header["seed"] = config.seed
     if config["experiment"]["scaled_down"]:
         header["scaled down (declared)"] = config["experiment"]["scaled_down"]
     if config.overrides:
@@ -97,6 +119,30 @@ def architectures_section(config, metrics: pd.DataFrame) -> list[str]:
             "Mean ± sd over runs of each network's `imagenet+ft` cell"
             + ("; \"paper\": Menegola et al. (2017), Table 3." if _faithful(config) else "."),
             "", markdown_table(["Network", "", *map(str, table.columns)], rows), ""]
+
+
+def model_label(config) -> str:
+    """A model of Kim & Rocheteau's table: the network, and the metadata it fuses."""
+    name = get_network(config["network"]["name"]).name
+    keys = config["classifier"]["metadata"]
+    return (name + (f" + {'/'.join(keys)}" if keys else "")
+            + (" (SVM)" if config["classifier"]["kind"] == "svm" else ""))
+
+
+def kim_rocheteau_section(config, metrics: pd.DataFrame, predictions: pd.DataFrame) -> list[str]:
+    """Kim & Rocheteau's Table 1 (a)/(b) and ROC corner figure, for a hold-out experiment: its
+    model and those of ``report.architectures`` (experiments joined, one per backbone)."""
+    metrics_by, predictions_by = {model_label(config): metrics}, {model_label(config): predictions}
+    for other_path in config["report"]["architectures"]:
+        other = load_config(other_path)
+        label = model_label(other)
+        if label in metrics_by:
+            raise PipelineError(f"`report.architectures` in {config.path} joins {other_path}, "
+                                f"whose model {label!r} is already in the table; give each joined "
+                                "experiment another network or metadata.")
+        metrics_by[label], predictions_by[label] = read_results(other)
+    design = "melanoma_vs_benign" if "melanoma_vs_benign" in config.designs else config.designs[0]
+    return transfer_section(metrics_by, predictions_by, config.output_dir, design)
 
 
 def _faithful(config) -> bool:
@@ -147,7 +193,9 @@ def run(args: argparse.Namespace) -> int:
         paper_difficulty=PAPER_TABLE4 if faithful else None,
         difficulty_cell=config["report"]["difficulty_cell"], threshold=config["report"]["threshold"],
         seed=config.seed, training=training_rows(trained_manifests(config)),
-        extra_sections=isic2016_section(config, metrics) + architectures_section(config, metrics)
+        extra_sections=isic2016_section(config, metrics)
+        + (kim_rocheteau_section(config, metrics, predictions)
+           if config["folds"]["scheme"] == "holdout" else architectures_section(config, metrics))
         + attributions_section(config.output_dir))
     print(f"report: {path}")
     return 0

@@ -3,7 +3,11 @@
 ``python -m pipeline svm --config EXP`` reads ``features.csv`` (written by ``extract``), the folds
 and the manifest, and for every run (cell x design x repeat x test half) L2-normalises the
 features, picks C on a stratified validation split of the training half by AUC, refits on the whole
-half and scores the test half (``pipeline.classifiers.svm``). It writes the result-file contract:
+half and scores the test half (``pipeline.classifiers.svm``). With ``classifier.kind =
+"network"`` (Kim & Rocheteau) the entries hold the fine-tuned network's own softmax outputs and
+the test half is scored with them (``network_scores``), the same files written. With ``classifier.metadata`` (Kim &
+Rocheteau's age, sex, site) the encoded metadata, fitted on the training half, join the features
+first (``pipeline.classifiers.metadata``). It writes the result-file contract:
 
 - ``predictions.csv``: ``source, finetune, design, repeat, test_half, image, y_true``, then
   ``score`` for 2-class designs (higher = positive) or ``score_<class>`` per class for the 3-class
@@ -35,13 +39,14 @@ from tqdm import tqdm
 
 from pipeline.cache.entries import verify_entry
 from pipeline.cache.files import write_csv
+from pipeline.classifiers.metadata import MetadataEncoder, join_metadata
 from pipeline.classifiers.svm import decision_scores, select_and_fit
 from pipeline.data.designs import apply_design, get_design
 from pipeline.errors import PipelineError
 from pipeline.evaluation.metrics import cell_metrics
 from pipeline.experiment import artifacts
 from pipeline.experiment.config import add_config_arguments, config_from_args
-from pipeline.features.extraction import load_features
+from pipeline.features.extraction import OUTPUT_LAYER, load_features
 from pipeline.folds.table import fold_runs, half_ids, train_ids_digest
 from pipeline.protocol import cell_name, per_training_half
 
@@ -115,8 +120,19 @@ def _check_provenance(features: str, folds: pd.DataFrame, repeat: int, train_hal
             "folds file is newer).")
 
 
+def network_scores(probabilities: np.ndarray) -> np.ndarray:
+    """The scores of the network as the classifier, from its softmax outputs of shape (n, k):
+    for two classes the log-odds ``log p1 − log p0`` (higher = positive; threshold 0 is the
+    network's own argmax decision, as 0 is the SVM's), for more the log-probabilities, shape
+    (n, k). Probabilities are clipped to [1e-7, 1] first (float32 softmax outputs may be 0)."""
+    logp = np.log(np.clip(np.asarray(probabilities, np.float64), 1e-7, 1.0))
+    return logp[:, 1] - logp[:, 0] if logp.shape[1] == 2 else logp
+
+
 def run_one(run: Run, folds: pd.DataFrame, labels: pd.Series, svm: dict, seed: int,
-            threshold: float, root: str | None = None) -> tuple[dict, pd.DataFrame]:
+            threshold: float, root: str | None = None,
+            metadata: pd.DataFrame | None = None,
+            kind: str = "svm") -> tuple[dict, pd.DataFrame]:
     """Fit the SVM of one run on its training half and score its test half.
 
     Args:
@@ -129,6 +145,11 @@ def run_one(run: Run, folds: pd.DataFrame, labels: pd.Series, svm: dict, seed: i
         root: the folder a relative feature entry is relative to (the calling process's working
             folder: a reused worker process may have started in another one); default: this
             process's.
+        metadata: ``classifier.metadata`` columns of the manifest indexed by image (None or no
+            columns: images only). Encoded on the training half (``MetadataEncoder``) and joined
+            to the features (``join_metadata``, whose docstring states the scaling).
+        kind: ``"svm"``, or ``"network"``: the entry holds the fine-tuned network's softmax
+            outputs, scored as they are (``network_scores``), nothing fitted (``C`` is NaN).
 
     Returns:
         The ``metrics.csv`` row, the ``predictions.csv`` rows and the ``runs.csv`` row (the run's
@@ -147,15 +168,22 @@ def run_one(run: Run, folds: pd.DataFrame, labels: pd.Series, svm: dict, seed: i
     X_train = np.asarray(X[row_of[train_ids].to_numpy()])
     X_test = np.asarray(X[row_of[test_ids].to_numpy()])
     y_train, y_test = labels[train_ids].to_numpy(), labels[test_ids].to_numpy()
-    fit = select_and_fit(X_train, y_train, C_grid=svm["C_grid"], selection=svm["selection"],
-                         validation_fraction=svm["validation_fraction"], seed=seed,
-                         classes=classes)
-    scores = decision_scores(fit, X_test)
+    if kind == "network":
+        entry = os.path.join(root, run.features) if root else run.features
+        layer = verify_entry(entry).get("layer")
+        if layer != OUTPUT_LAYER or X_test.shape[1] != len(classes):
+            raise PipelineError(f"feature entry {run.features} of run {run.name} holds layer "
+                                f"{layer!r}, not the network's {len(classes)} outputs that "
+                                "`classifier.kind = \"network\"` scores; rerun `make features`.")
+        scores, C = network_scores(X_test), np.nan
+    else:
+        scores, C = _svm_scores(X_train, y_train, X_test, classes, train_ids, test_ids, svm,
+                                seed, metadata)
     metrics = cell_metrics(y_test, scores, classes, threshold if len(classes) == 2 else 0.0)
     keys = {"source": run.source, "finetune": run.finetune, "design": run.design,
             "repeat": run.repeat, "test_half": run.test_half}
     row = {**keys, **{m: metrics.get(m, np.nan) for m in METRIC_COLUMNS},
-           "n_train": len(train_ids), "n_test": len(test_ids), "C": fit.C_}
+           "n_train": len(train_ids), "n_test": len(test_ids), "C": C}
     if len(classes) == 2:
         row["auc_ovr"] = metrics["auc"]  # one-vs-rest of two classes is the AUC itself
         score_columns = {"score": scores}
@@ -165,6 +193,20 @@ def run_one(run: Run, folds: pd.DataFrame, labels: pd.Series, svm: dict, seed: i
     provenance = {**keys, "train_ids": train_ids_digest(train_ids),
                   "test_ids": train_ids_digest(test_ids), "features": run.features}
     return row, predictions, provenance
+
+
+def _svm_scores(X_train, y_train, X_test, classes, train_ids, test_ids, svm, seed, metadata):
+    """The SVM's test scores and chosen C, metadata joined first when given."""
+    if metadata is not None and len(metadata.columns):
+        encoder = MetadataEncoder(list(metadata.columns)).fit(metadata.loc[train_ids])
+        X_train = join_metadata(X_train, encoder.transform(metadata.loc[train_ids]),
+                                len(metadata.columns))
+        X_test = join_metadata(X_test, encoder.transform(metadata.loc[test_ids]),
+                               len(metadata.columns))
+    fit = select_and_fit(X_train, y_train, C_grid=svm["C_grid"], selection=svm["selection"],
+                         validation_fraction=svm["validation_fraction"], seed=seed,
+                         classes=classes)
+    return decision_scores(fit, X_test), fit.C_
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -184,9 +226,12 @@ def run(args: argparse.Namespace) -> int:
     cells = [c for c in config.cells if (c.source, c.finetune) not in skipped]
     runs = plan_runs(config, cells, index, folds)
     svm = config["svm"]
+    keys = list(config["classifier"]["metadata"])
+    metadata = table.set_index("image")[keys] if keys else None
     results = Parallel(n_jobs=svm["n_jobs"], batch_size=1)(
         delayed(run_one)(r, folds[r.design], labels[r.design], svm, config.seed,
-                         config["report"]["threshold"], os.getcwd())
+                         config["report"]["threshold"], os.getcwd(), metadata,
+                         config["classifier"]["kind"])
         for r in tqdm(runs, desc="svm", unit="run", file=sys.stderr))
     metrics = pd.DataFrame([row for row, _, _ in results],
                            columns=RESULT_KEYS + METRIC_COLUMNS + ["n_train", "n_test", "C"])

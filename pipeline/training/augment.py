@@ -4,7 +4,9 @@ The paper augments only the minority classes, to balance them: each epoch shows 
 image once as it is and, for each minority class, randomly scaled, rotated and flipped extra copies
 until the class has as many examples as the majority class. Every random choice is a function of
 (seed, epoch) and each copy's transformation of (seed, epoch, image index, copy number), never of
-the batch position (the reference code's augmentation depended on it). Used by ``pipeline.training.train``.
+the batch position (the reference code's augmentation depended on it). Kim & Rocheteau (2020)
+instead transform every training image each epoch (``augment = "all"``) and shift brightness and
+saturation too (``brightness_range``, ``saturation_range``). Used by ``pipeline.training.train``.
 """
 
 from __future__ import annotations
@@ -28,11 +30,14 @@ class EpochPlan:
         transform: float32 array of shape (n_examples, 8), the projective transform mapping output
             to input pixel coordinates (``tf.raw_ops.ImageProjectiveTransformV3``); identity where
             ``augment`` is False.
+        color: float32 array of shape (n_examples, 2), the brightness and saturation factors
+            (1 = unchanged), or None when the recipe shifts neither.
     """
 
     index: np.ndarray
     augment: np.ndarray
     transform: np.ndarray
+    color: np.ndarray | None = None
 
 
 _IDENTITY = np.array([1, 0, 0, 0, 1, 0, 0, 0], np.float32)
@@ -46,7 +51,7 @@ def plain_plan(index: np.ndarray) -> EpochPlan:
 
 def epoch_length(y_train: np.ndarray, recipe: TrainRecipe) -> int:
     """Examples per training epoch: classes x majority count when balancing, else the images."""
-    counts = np.unique(y_train, return_counts=True)[1]
+    counts = np.unique(y_train, return_counts=True)[1]  # "all" and "none": each image once
     return int(len(counts) * counts.max()) if recipe.augment == "minority" else len(y_train)
 
 
@@ -60,7 +65,11 @@ def epoch_plan(y: np.ndarray, train_idx: np.ndarray, *, recipe: TrainRecipe, see
     copies, whole rounds over its images plus a random subset for the remainder, and only these
     copies are transformed: scaling uniform in ``recipe.scale_range``, rotation uniform in
     ±``recipe.rotation_degrees``, horizontal and vertical flips each with probability 1/2 (when
-    ``recipe.flip``). With ``"none"`` every training image appears once, unaltered, unbalanced.
+    ``recipe.flip``). With ``"all"`` every training image appears once, transformed (as copy 1),
+    unbalanced. With ``"none"`` every training image appears once, unaltered, unbalanced.
+    A transformed example's brightness and saturation factors (uniform in 1 ± the recipe's
+    ranges, when either is > 0) come from ``default_rng([seed, epoch, image index, 1])``, a
+    stream apart from the geometry's, so the geometry is the same with or without them.
 
     The choice of copies and the order come from ``default_rng([seed, epoch])``. The
     transformations of an image's copies come from ``default_rng([seed, epoch, image index])``,
@@ -80,7 +89,8 @@ def epoch_plan(y: np.ndarray, train_idx: np.ndarray, *, recipe: TrainRecipe, see
     """
     train_idx = np.asarray(train_idx, np.int64)
     rng = np.random.default_rng([seed, epoch])
-    index, copy = [train_idx], [np.zeros(len(train_idx), np.int64)]
+    first = np.ones if recipe.augment == "all" else np.zeros
+    index, copy = [train_idx], [first(len(train_idx), np.int64)]
     if recipe.augment == "minority":
         members = {c: train_idx[y[train_idx] == c] for c in np.unique(y[train_idx])}
         majority = max(len(m) for m in members.values())
@@ -103,7 +113,15 @@ def epoch_plan(y: np.ndarray, train_idx: np.ndarray, *, recipe: TrainRecipe, see
         draws = np.concatenate([np.random.default_rng([seed, epoch, int(image)]).random((n, 4))
                                 for image, n in zip(images, counts)])
         transform[rows] = _transforms(recipe, draws, image_size)
-    return EpochPlan(index, augment, transform)
+    color = None
+    if recipe.brightness_range > 0 or recipe.saturation_range > 0:
+        color = np.ones((len(index), 2), np.float32)
+        if len(rows):
+            draws = np.concatenate([np.random.default_rng([seed, epoch, int(image), 1]).random((n, 2))
+                                    for image, n in zip(images, counts)])
+            ranges = np.array([recipe.brightness_range, recipe.saturation_range])
+            color[rows] = 1 + ranges * (2 * draws - 1)
+    return EpochPlan(index, augment, transform, color)
 
 
 def _transforms(recipe: TrainRecipe, draws: np.ndarray, size: tuple[int, int]) -> np.ndarray:
@@ -127,12 +145,14 @@ def _transforms(recipe: TrainRecipe, draws: np.ndarray, size: tuple[int, int]) -
 
 
 def epoch_dataset(images: np.ndarray, y: np.ndarray, plan: EpochPlan, *, classes: int,
-                  batch_size: int, preprocess: Callable[[tf.Tensor], tf.Tensor] | None = None
-                  ) -> tf.data.Dataset:
+                  batch_size: int, preprocess: Callable[[tf.Tensor], tf.Tensor] | None = None,
+                  extra: np.ndarray | None = None) -> tf.data.Dataset:
     """A ``tf.data`` pipeline of the plan's batches, read from ``images`` one batch at a time.
 
     Transformed copies are resampled bilinearly with reflection at the borders (Keras
-    ``RandomRotation``'s default), other examples are passed through unchanged.
+    ``RandomRotation``'s default), then, when the plan has colour factors, their pixels multiplied
+    by the brightness factor and blended away from their grey level by the saturation factor
+    (clipped to 0-255); other examples are passed through unchanged.
 
     Args:
         images: uint8 array of shape (n_images, height, width, 3) (a memmap stays on disk).
@@ -141,6 +161,8 @@ def epoch_dataset(images: np.ndarray, y: np.ndarray, plan: EpochPlan, *, classes
         classes: k, the width of the one-hot targets.
         batch_size: examples per batch (the last batch may be smaller).
         preprocess: applied to each float32 batch (pixel range 0-255); None keeps it as it is.
+        extra: float32 array of shape (n_images, d), a second input per image (encoded patient
+            metadata, never augmented); ``x`` is then the pair ``(images, extra rows)``.
 
     Returns:
         Dataset of ``(x, target)``: float32 arrays of shape (batch, height, width, 3) and
@@ -153,19 +175,34 @@ def epoch_dataset(images: np.ndarray, y: np.ndarray, plan: EpochPlan, *, classes
     def read(index):  # fancy indexing a memmap reads just these rows
         return np.asarray(images[index])
 
-    def load(index, augment, transform):
+    coloured = plan.color is not None
+    side = None if extra is None else tf.constant(np.asarray(extra, np.float32))
+
+    def load(index, augment, transform, color):
         x = tf.numpy_function(read, [index], tf.uint8, stateful=False)
         x = tf.cast(tf.ensure_shape(x, (None, height, width, 3)), tf.float32)
         if augmenting:
             moved = tf.raw_ops.ImageProjectiveTransformV3(
                 images=x, transforms=transform, output_shape=tf.constant([height, width]),
                 fill_value=tf.constant(0.0), interpolation="BILINEAR", fill_mode="REFLECT")
+            if coloured:
+                moved = _shift_colour(moved, color)
             x = tf.where(augment[:, None, None, None], moved, x)
         if preprocess is not None:
             x = preprocess(x)
+        if side is not None:
+            x = (x, tf.gather(side, index))
         return x, tf.one_hot(tf.gather(labels, index), classes)
 
-    data = tf.data.Dataset.from_tensor_slices((plan.index, plan.augment, plan.transform))
+    color = plan.color if coloured else np.ones((len(plan.index), 2), np.float32)
+    data = tf.data.Dataset.from_tensor_slices((plan.index, plan.augment, plan.transform, color))
     return (data.batch(batch_size).map(load, num_parallel_calls=tf.data.AUTOTUNE,
                                        deterministic=True).prefetch(tf.data.AUTOTUNE))
 
+
+def _shift_colour(x: tf.Tensor, color: tf.Tensor) -> tf.Tensor:
+    """Brightness times ``color[:, 0]``, then saturation times ``color[:, 1]`` (pixels 0-255)."""
+    x = x * color[:, 0, None, None, None]
+    grey = tf.reduce_sum(x * tf.constant([0.299, 0.587, 0.114]), axis=-1, keepdims=True)
+    x = grey + (x - grey) * color[:, 1, None, None, None]
+    return tf.clip_by_value(x, 0.0, 255.0)

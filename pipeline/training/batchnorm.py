@@ -93,7 +93,7 @@ def _pool(layers, step, data) -> int:
     second = [np.zeros(l.moving_mean.shape, np.float64) for l in layers]
     count = 0
     for x, _ in data:
-        n = int(x.shape[0])
+        n = int(tf.nest.flatten(x)[0].shape[0])  # x may be (images, metadata)
         means, variances = step(x)
         for i, (mean, variance) in enumerate(zip(means, variances)):
             mean = mean.numpy().astype(np.float64)

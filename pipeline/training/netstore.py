@@ -82,11 +82,16 @@ def load(entry: str | Path, reuse: dict | None = None) -> StoredNetwork:
     spec = get_network(info["network"])
     # Keras' default init, not the (slow) orthogonal one: every weight is overwritten next, and
     # load_weights fails loudly on any mismatch, so nothing random survives.
-    key = (info["network"], info["input_size"], info["width"], info["classes"])
+    branch = metadata_width(info)
+    key = (info["network"], info["input_size"], info["width"], info["classes"], branch)
     if reuse is not None and key in reuse:
         model = reuse[key]
     else:
         model = spec.builder(spec, info["input_size"], info["width"], info["classes"], None, 0)
+        if branch:
+            from pipeline.models.metadata_branch import add_metadata_branch
+
+            model = add_metadata_branch(model, spec, branch, info["classes"])
         if reuse is not None:
             reuse[key] = model
     model.load_weights(entry / "model.weights.h5")
@@ -94,6 +99,14 @@ def load(entry: str | Path, reuse: dict | None = None) -> StoredNetwork:
         raise PipelineError(f"network entry {entry}: the loaded weights do not match the digest in "
                             "its manifest.json (a damaged file?). Delete the folder and rerun.")
     return StoredNetwork(model=model, spec=spec, mean=load_mean(entry), entry=entry, info=info)
+
+
+def metadata_width(info: dict) -> int:
+    """Width of a network entry's metadata input (0: images only), from its encoder state."""
+    from pipeline.classifiers.metadata import MetadataEncoder
+
+    state = info.get("metadata")
+    return len(MetadataEncoder.from_state(state).feature_names_) if state else 0
 
 
 def load_mean(entry: str | Path) -> np.ndarray | None:
@@ -104,7 +117,9 @@ def load_mean(entry: str | Path) -> np.ndarray | None:
 
 
 def train_and_save(entry: Path, model, spec, pixels: np.ndarray, labels: np.ndarray,
-                   mean: np.ndarray | None, recipe, seed: int, inputs: dict) -> Path:
+                   mean: np.ndarray | None, recipe, seed: int, inputs: dict,
+                   validation: np.ndarray | None = None,
+                   metadata: np.ndarray | None = None) -> Path:
     """Train ``model`` with the recipe (``pipeline.training.train``) and store it as the entry ``entry``.
 
     Training checkpoints go to ``<entry>.partial/`` so an interrupted run resumes from its last
@@ -120,6 +135,11 @@ def train_and_save(entry: Path, model, spec, pixels: np.ndarray, labels: np.ndar
         recipe: the ``TrainRecipe``.
         seed: seed of the training sequence.
         inputs: what the entry's key hashes, recorded in its manifest.
+        validation: positions of a given validation part in ``pixels`` (a hold-out's); None:
+            the recipe's own split.
+        metadata: encoded patient metadata of ``pixels``, for a model with a metadata branch
+            (``inputs["metadata"]`` then holds the encoder's state, which ``load`` rebuilds
+            the branch from).
     """
     from pipeline.models.preprocessing import preprocess
     from pipeline.training.train import train_classifier
@@ -127,7 +147,8 @@ def train_and_save(entry: Path, model, spec, pixels: np.ndarray, labels: np.ndar
     partial = entry.with_name(entry.name + ".partial")
     result = train_classifier(model, pixels, labels, recipe=recipe,
                               preprocess=lambda x: preprocess(spec, x, mean), seed=seed,
-                              workdir=partial, log=None, notify=console.log)
+                              workdir=partial, log=None, notify=console.log,
+                              validation=validation, metadata=metadata)
     save(entry, model, mean, {**inputs, "best_epoch": result.best_epoch,
                               "best_val_loss": result.best_val_loss,
                               "images_per_second": result.images_per_second,

@@ -5,7 +5,9 @@ recipe (``pipeline.training.recipe.TrainRecipe``): a 10% stratified validation s
 training image once as it is, plus, for each minority class, randomly transformed extra copies until
 it has as many examples as the majority class; SGD with Nesterov momentum on the categorical
 cross-entropy plus ``l2 * sum(w**2)`` over every kernel; the weights with the lowest validation loss
-kept. It reads the images from a uint8 array (the image cache's memmap) batch by batch, so memory
+kept. Kim & Rocheteau's options (Adam, early stopping, learning-rate decay on a plateau, every
+class augmented, brightness and saturation shifts) are recipe keys whose defaults are the above.
+It reads the images from a uint8 array (the image cache's memmap) batch by batch, so memory
 stays bounded, and writes nothing but a resumable checkpoint to its ``workdir``.
 
 Randomness is a function of (seed, epoch, image, copy), never of batch position: the validation
@@ -17,11 +19,11 @@ weights as an uninterrupted one.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import math
 import time
-import weakref
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
@@ -34,9 +36,11 @@ from tqdm.auto import tqdm
 
 from pipeline.errors import PipelineError
 from pipeline.models.initializers import walk_layers
-from pipeline.training.batchnorm import BATCHNORM_MODES, recompute_statistics
+from pipeline.training.batchnorm import recompute_statistics
 from pipeline.training.augment import epoch_dataset, epoch_length, epoch_plan, plain_plan
 from pipeline.training.checkpoint import assign_all, fingerprint, load_checkpoint, save_checkpoint
+from pipeline.training.optimizer import compiled_steps
+from pipeline.training.inputs import check_images, check_inputs
 from pipeline.training.recipe import TrainRecipe
 
 logger = logging.getLogger(__name__)
@@ -91,7 +95,7 @@ def compute_mean(images: np.ndarray, chunk: int = _MEAN_CHUNK) -> np.ndarray:
     Returns:
         Array of shape (3,), float64, in the 0-255 pixel range.
     """
-    _check_images(images)
+    check_images(images)
     total = np.zeros(images.shape[-1], np.float64)
     for start in range(0, len(images), chunk):
         total += np.asarray(images[start:start + chunk]).sum(axis=(0, 1, 2), dtype=np.float64)
@@ -124,7 +128,9 @@ def train_classifier(model: keras.Model, images: np.ndarray, y: np.ndarray, *, r
                      preprocess: Callable[[tf.Tensor], tf.Tensor], seed: int, workdir: Path,
                      progress: bool = True, log: Callable[[str], None] | None = None,
                      on_epoch_end: Callable[[dict], None] | None = None,
-                     notify: Callable[[str], None] | None = None) -> TrainResult:
+                     notify: Callable[[str], None] | None = None,
+                     validation: np.ndarray | None = None,
+                     metadata: np.ndarray | None = None) -> TrainResult:
     """Train ``model`` in place with ``recipe``; on return it holds the best validation weights.
 
     Determinism: the function calls ``keras.utils.set_random_seed(seed)`` (Python, NumPy's global
@@ -158,25 +164,52 @@ def train_classifier(model: keras.Model, images: np.ndarray, y: np.ndarray, *, r
             run resumes (default: ``log``).
         on_epoch_end: called with the epoch's history row after its checkpoint is written
             (tests raise ``KeyboardInterrupt`` here to simulate an interrupted run).
+        validation: positions into ``images`` of a given validation part (a hold-out's, Kim &
+            Rocheteau), used instead of the recipe's stratified ``validation_fraction`` split;
+            the other images train.
+        metadata: float32 array of shape (n_images, d), the encoded patient metadata of each
+            image, for a two-input model (``pipeline.models.metadata_branch``); in the
+            checkpoint's fingerprint.
 
     Returns:
         The run's ``TrainResult``.
     """
     log = log or logger.info
-    classes = _check_inputs(model, images, y, recipe, seed)
+    classes = check_inputs(model, images, y, recipe, seed)
     y = np.asarray(y, np.int64)
     _seed_everything(seed)
-    train_idx, val_idx = split_validation(y, recipe.validation_fraction, seed)
+    if validation is None:
+        train_idx, val_idx = split_validation(y, recipe.validation_fraction, seed)
+    else:
+        val_idx = np.unique(np.asarray(validation, np.int64))
+        if not len(val_idx) or val_idx[0] < 0 or val_idx[-1] >= len(y) or len(val_idx) == len(y):
+            raise PipelineError(f"validation must hold distinct positions into the {len(y)} "
+                                "images, leaving some to train on; got "
+                                f"{len(val_idx)} positions.")
+        train_idx = np.setdiff1d(np.arange(len(y)), val_idx)
     missing = sorted(set(range(classes)) - set(y[train_idx].tolist()))
     if missing:
         raise PipelineError(f"classes {missing} have no training image after the validation split; "
                             "give every class more images.")
 
     identity = fingerprint(model, images, y, recipe, seed, classes)  # before any change
+    if validation is not None:
+        identity["validation"] = val_idx.tolist()
+    if metadata is not None:
+        metadata = np.asarray(metadata, np.float32)
+        if metadata.ndim != 2 or len(metadata) != len(y) or len(model.inputs) != 2 \
+                or model.inputs[1].shape[-1] != metadata.shape[1]:
+            raise PipelineError(f"metadata must be an array of shape ({len(y)}, d) for a model "
+                                "with a second input of width d (add_metadata_branch); got "
+                                f"shape {metadata.shape} for a model with {len(model.inputs)} "
+                                "input(s).")
+        identity["metadata"] = hashlib.sha256(metadata.tobytes()).hexdigest()
+    elif len(model.inputs) != 1:
+        raise PipelineError("the model has a metadata input; pass metadata=... to train it.")
     start = [np.array(w) for w in model.trainable_weights]  # not BN statistics: they are not learned
     policies = _set_precision(model, recipe.mixed_precision, log)
     try:
-        optimizer, steps = _compiled(model, recipe, bool(policies))
+        optimizer, steps = compiled_steps(model, recipe, bool(policies))
         identity["precision"] = "mixed_float16" if policies else "float32"
         identity = json.loads(json.dumps(identity))  # tuples -> lists, as stored
         workdir = Path(workdir)
@@ -186,7 +219,8 @@ def train_classifier(model: keras.Model, images: np.ndarray, y: np.ndarray, *, r
             (notify or log)(f"resuming from {workdir / CHECKPOINT} after epoch {state['epoch']} "
                             f"of {recipe.epochs}")
         _run_epochs(model, optimizer, steps, images, y, train_idx, val_idx, classes, recipe,
-                    preprocess, seed, workdir, identity, state, progress, log, on_epoch_end)
+                    preprocess, seed, workdir, identity, state, progress, log, on_epoch_end,
+                    metadata)
         if state["best"] is not None:
             assign_all(model.weights, state["best"])
     finally:
@@ -209,21 +243,28 @@ def train_classifier(model: keras.Model, images: np.ndarray, y: np.ndarray, *, r
 
 
 def _run_epochs(model, optimizer, steps, images, y, train_idx, val_idx, classes, recipe,
-                preprocess, seed, workdir, identity, state, progress, log, on_epoch_end) -> None:
+                preprocess, seed, workdir, identity, state, progress, log, on_epoch_end,
+                metadata=None) -> None:
     """Train from ``state['epoch'] + 1`` to ``recipe.epochs``, checkpointing after each epoch."""
     random_states = [v for v in model.variables if "seed_generator_state" in v.path]
     train_step, val_step = steps
     val_data = epoch_dataset(images, y, plain_plan(val_idx), classes=classes,
-                             batch_size=recipe.batch_size, preprocess=preprocess)
+                             batch_size=recipe.batch_size, preprocess=preprocess, extra=metadata)
     # precise BN: the training images as they are (no augmentation), never the validation ones
     statistics_data = epoch_dataset(images, y, plain_plan(train_idx), classes=classes,
-                                    batch_size=recipe.batch_size, preprocess=preprocess) \
+                                    batch_size=recipe.batch_size, preprocess=preprocess,
+                                    extra=metadata) \
         if recipe.batchnorm == "precise" else None
     state["epoch_size"] = epoch_length(y[train_idx], recipe)
     bar = tqdm(total=recipe.epochs, initial=state["epoch"], unit="epoch", desc="train",
                disable=not progress)
     try:
         for epoch in range(state["epoch"] + 1, recipe.epochs + 1):
+            if stops_early(state["epoch"], state["best_epoch"], recipe):
+                log(f"early stopping after epoch {state['epoch']}: no lower validation loss "
+                    f"since epoch {state['best_epoch']} (patience "
+                    f"{recipe.early_stopping_patience})")
+                break
             started = time.perf_counter()
             # Dropout's generators restart from (seed, epoch), so the epoch's masks do not depend on
             # how the model was built or on earlier epochs, and a resumed run draws the same masks.
@@ -233,10 +274,10 @@ def _run_epochs(model, optimizer, steps, images, y, train_idx, val_idx, classes,
             plan = epoch_plan(y, train_idx, recipe=recipe, seed=seed, epoch=epoch,
                               image_size=images.shape[1:3])
             data = epoch_dataset(images, y, plan, classes=classes, batch_size=recipe.batch_size,
-                                 preprocess=preprocess)
+                                 preprocess=preprocess, extra=metadata)
             total = tf.constant(0.0)
             for x, target in data:
-                total += train_step(x, target) * tf.cast(tf.shape(x)[0], tf.float32)
+                total += train_step(x, target) * tf.cast(tf.shape(target)[0], tf.float32)
             loss = float(total) / len(plan.index)
             train_seconds = time.perf_counter() - started
             if statistics_data is not None:  # the statistics of the weights just learned
@@ -255,6 +296,12 @@ def _run_epochs(model, optimizer, steps, images, y, train_idx, val_idx, classes,
             row = {"epoch": epoch, "loss": loss, "val_loss": val_loss, "val_accuracy": val_accuracy,
                    "val_balanced_accuracy": val_balanced,
                    "seconds": time.perf_counter() - started, "train_seconds": train_seconds}
+            if recipe.lr_decay_factor < 1:  # the rate this epoch used; decayed for the next
+                rate = optimizer.learning_rate
+                row["learning_rate"] = float(rate.numpy())
+                row["lr_decayed"] = decays(state["history"], epoch, state["best_epoch"], recipe)
+                if row["lr_decayed"]:
+                    rate.assign(rate * recipe.lr_decay_factor)
             state["history"].append(row)
             state["epoch"] = epoch
             current = [v.numpy() for v in model.weights]
@@ -270,6 +317,24 @@ def _run_epochs(model, optimizer, steps, images, y, train_idx, val_idx, classes,
                 on_epoch_end(dict(row))
     finally:
         bar.close()
+
+
+def stops_early(epoch: int, best_epoch: int, recipe: TrainRecipe) -> bool:
+    """Whether training stops after ``epoch`` (completed) when ``best_epoch`` had the lowest
+    validation loss: ``early_stopping_patience`` epochs without improvement (0: never). A function
+    of the checkpoint's state, so a resumed run stops where an uninterrupted one would."""
+    patience = recipe.early_stopping_patience
+    return bool(patience) and epoch > 0 and epoch - best_epoch >= patience
+
+
+def decays(history: list[dict], epoch: int, best_epoch: int, recipe: TrainRecipe) -> bool:
+    """Whether the learning rate decays after ``epoch``: ``lr_decay_patience`` epochs without a
+    lower validation loss since the best epoch or the last decay, whichever is later (Keras's
+    ``ReduceLROnPlateau`` counts the same way). ``history`` holds the earlier epochs' rows."""
+    if recipe.lr_decay_factor >= 1:
+        return False
+    last = max([row["epoch"] for row in history if row.get("lr_decayed")], default=0)
+    return epoch - max(best_epoch, last) >= recipe.lr_decay_patience
 
 
 _SEEDED: list[int] = []  # the seed of the last ``keras.utils.set_random_seed`` of this process
@@ -290,69 +355,6 @@ def _seed_everything(seed: int) -> None:
     tf.config.experimental.enable_op_determinism()
 
 
-# model -> (optimizer settings, optimizer, (train_step, val_step), the optimizer's initial values):
-# a model trained again (the
-# finetune stage reuses one per architecture, with new weights each run) keeps its compiled steps,
-# which saves tracing them (~20 s for an EfficientNet on the CPU) on every run.
-_COMPILED: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
-
-
-def _compiled(model, recipe: TrainRecipe, mixed: bool):
-    """A fresh optimizer state and the compiled steps of ``model`` under ``recipe``.
-
-    A model seen before with the same optimizer settings gets its optimizer back with every
-    variable at its initial value (iterations and momenta 0, the learning rate, what a new SGD
-    starts from) and its traced steps, so the run computes exactly what it would with new objects.
-    """
-    settings = (recipe.learning_rate, recipe.momentum, recipe.nesterov, recipe.l2)
-    cached = None if mixed else _COMPILED.get(model)
-    if cached is not None and cached[0] == settings:
-        _, optimizer, steps, initial = cached
-        for variable, value in zip(optimizer.variables, initial, strict=True):
-            variable.assign(value)  # iterations and momenta 0, the learning rate as it was
-        return optimizer, steps
-    optimizer = keras.optimizers.SGD(recipe.learning_rate, momentum=recipe.momentum,
-                                     nesterov=recipe.nesterov)
-    if mixed:
-        optimizer = keras.optimizers.LossScaleOptimizer(optimizer)
-    optimizer.build(model.trainable_variables)
-    kernels = [v for v in model.trainable_variables if v.name.endswith("kernel")]
-    steps = _steps(model, optimizer, kernels, recipe.l2)
-    if not mixed:
-        _COMPILED[model] = (settings, optimizer, steps, [v.numpy() for v in optimizer.variables])
-    return optimizer, steps
-
-
-def _steps(model, optimizer, kernels, l2: float):
-    """The compiled training step (returns the batch's objective) and validation step."""
-    scaled = isinstance(optimizer, keras.optimizers.LossScaleOptimizer)
-
-    @tf.function(reduce_retracing=True)
-    def train_step(x, target):
-        with tf.GradientTape() as tape:
-            probabilities = tf.cast(model(x, training=True), tf.float32)
-            loss = tf.reduce_mean(keras.losses.categorical_crossentropy(target, probabilities))
-            if kernels and l2:
-                # Lasagne's regularize_network_params(net, l2) * 5e-3 is 5e-3 * sum(W**2) over the
-                # kernels (no 1/2), the same as keras.regularizers.L2(5e-3) on every kernel and as
-                # an SGD weight decay of 2 * l2 * learning_rate per step.
-                loss += l2 * tf.add_n([tf.reduce_sum(tf.square(tf.cast(w, tf.float32)))
-                                       for w in kernels])
-            objective = optimizer.scale_loss(loss) if scaled else loss
-        gradients = tape.gradient(objective, model.trainable_variables)
-        optimizer.apply(gradients, model.trainable_variables)
-        return loss
-
-    @tf.function(reduce_retracing=True)
-    def val_step(x, target):
-        probabilities = tf.cast(model(x, training=False), tf.float32)
-        losses = keras.losses.categorical_crossentropy(target, probabilities)
-        hits = tf.cast(tf.equal(tf.argmax(probabilities, -1), tf.argmax(target, -1)), tf.float32)
-        return tf.reduce_sum(losses), tf.reduce_sum(target * hits[:, None], axis=0)  # per class
-
-    return train_step, val_step
-
-
 def _evaluate(val_step, data, y_val: np.ndarray, classes: int) -> tuple[float, float, float]:
     """Mean cross-entropy, accuracy and balanced accuracy (mean recall over the classes present)
     over the validation set (no augmentation, no dropout)."""
@@ -364,66 +366,6 @@ def _evaluate(val_step, data, y_val: np.ndarray, classes: int) -> tuple[float, f
     present = counts > 0
     return (float(loss) / len(y_val), float(hits.sum()) / len(y_val),
             float(np.mean(hits[present] / counts[present])))
-
-
-def _check_images(images) -> None:
-    if not isinstance(images, np.ndarray) or images.dtype != np.uint8 or images.ndim != 4 \
-            or images.shape[-1] != 3:
-        raise PipelineError(
-            "images must be a uint8 array of shape (n_images, height, width, 3) (the image cache); "
-            f"got {type(images).__name__} of dtype {getattr(images, 'dtype', None)} and shape "
-            f"{getattr(images, 'shape', None)}. Build them with `python -m pipeline images`.")
-    if len(images) == 0:
-        raise PipelineError("images is empty; training needs at least two images per class.")
-
-
-def _check_inputs(model, images, y, recipe: TrainRecipe, seed) -> int:
-    """Validate the call; returns the number of classes k (the model's softmax width)."""
-    _check_images(images)
-    y = np.asarray(y)
-    if y.ndim != 1 or not np.issubdtype(y.dtype, np.integer):
-        raise PipelineError(f"y must be a 1-D int array of class indices; got dtype {y.dtype} and "
-                            f"shape {y.shape}.")
-    if len(y) != len(images):
-        raise PipelineError(f"images has {len(images)} rows but y has {len(y)} labels; they must "
-                            "describe the same images in the same order.")
-    if not isinstance(seed, (int, np.integer)) or isinstance(seed, bool) or not 0 <= seed < 2**32:
-        raise PipelineError(f"seed must be an int in [0, 2**32); got {seed!r}.")
-    if recipe.augment not in ("minority", "none"):
-        raise PipelineError(f"recipe.augment must be 'minority' or 'none'; got {recipe.augment!r}.")
-    if recipe.batchnorm not in BATCHNORM_MODES:
-        raise PipelineError(f"recipe.batchnorm must be one of {', '.join(BATCHNORM_MODES)}; got "
-                            f"{recipe.batchnorm!r}.")
-    if recipe.epochs < 1 or recipe.batch_size < 1 or not 0 < recipe.validation_fraction < 1:
-        raise PipelineError("recipe needs epochs >= 1, batch_size >= 1 and 0 < validation_fraction "
-                            f"< 1; got {recipe.epochs}, {recipe.batch_size}, "
-                            f"{recipe.validation_fraction}.")
-    last = model.layers[-1]
-    activation = getattr(last, "activation", None)
-    if not isinstance(last, keras.layers.Softmax) and activation is not keras.activations.softmax:
-        raise PipelineError(f"the model's last layer {last.name!r} must be a softmax (a Dense with "
-                            "activation='softmax'); replace the head with networks.replace_head.")
-    classes = int(model.outputs[0].shape[-1])
-    expected = tuple(model.inputs[0].shape[1:])
-    if any(e is not None and e != g for e, g in zip(expected, images.shape[1:])) \
-            or len(expected) != 3:
-        raise PipelineError(f"images have shape {images.shape[1:]} per image but the model expects "
-                            f"{expected}; build the image cache at the network's input size.")
-    if y.min() < 0 or y.max() >= classes:
-        raise PipelineError(f"y must hold class indices 0..{classes - 1} (the model's softmax has "
-                            f"{classes} outputs); got values {y.min()}..{y.max()}.")
-    counts = np.bincount(y, minlength=classes)
-    absent = np.flatnonzero(counts == 0).tolist()
-    if absent:
-        raise PipelineError(f"classes {absent} have no image in y, but the model's softmax has "
-                            f"{classes} outputs; give every class images or build the head with "
-                            "the number of classes present.")
-    short = {c: int(n) for c, n in enumerate(counts) if n < 2}
-    if short:
-        raise PipelineError("every class needs at least 2 images to stratify the validation "
-                            f"split; got class: count {short}. Add images or use a design without "
-                            "that class.")
-    return classes
 
 
 def _set_precision(model, wanted: bool, log) -> list:

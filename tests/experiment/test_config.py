@@ -121,7 +121,8 @@ def test_stamps_change_only_for_the_stages_whose_settings_changed(tmp_path):
 
 def test_shipped_experiments_validate_and_the_papers_keep_its_protocol(monkeypatch):
     root = Path(__file__).resolve().parents[2]
-    for var in ("DERM7PT_ROOT", "RETINOPATHY_ROOT", "VGGM_WEIGHTS", "ISIC2016_ROOT"):
+    for var in ("DERM7PT_ROOT", "RETINOPATHY_ROOT", "VGGM_WEIGHTS", "ISIC2016_ROOT",
+                "ISIC2020_ROOT"):
         monkeypatch.setenv(var, f"/data/{var.lower()}")
     configs = {p.stem: load_config(p) for p in sorted((root / "experiments").glob("*.toml"))}
     assert {"demo", "menegola2017-atlas", "menegola2017-isic2016", "architectures",
@@ -140,5 +141,20 @@ def test_shipped_experiments_validate_and_the_papers_keep_its_protocol(monkeypat
     isic = configs["menegola2017-isic2016"]
     assert (isic["network"]["name"], isic["folds"]["scheme"]) == ("vgg16", "official")
     assert configs["demo"]["experiment"]["scaled_down"]  # the demo declares its departures
+    # Kim & Rocheteau's study keeps their protocol (the paper is the specification)
+    for name in ("kim-rocheteau2020-isic2020", "kim-rocheteau2020-isic2020-cnn"):
+        kr = configs[name]
+        recipe = kr.recipe("finetune")
+        assert (kr["folds"]["scheme"], kr["folds"]["holdout"], kr["folds"]["runs"],
+                kr["folds"]["holdout_grouping"]) == ("holdout", (0.6, 0.2, 0.2), 10, "grouped")
+        assert (recipe.optimizer, recipe.epochs, recipe.early_stopping_patience,
+                recipe.lr_decay_factor, recipe.lr_decay_patience, recipe.augment) == \
+            ("adam", 15, 3, 0.4, 1, "all")
+        assert kr["classifier"]["kind"] == "network" and kr["data"]["dataset"] == "isic2020"
+        assert not kr["experiment"]["scaled_down"]
+    cnn = configs["kim-rocheteau2020-isic2020-cnn"].recipe("finetune")
+    assert (cnn.batch_size, cnn.learning_rate) == (8, 0.00977)
+    for name in ("demo-kr", "demo-kr-cnn", "demo-kr-metadata"):
+        assert configs[name]["experiment"]["scaled_down"]
 
 
