@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
 
+from pipeline.compute.cluster import scheduler_problem
 from pipeline.errors import PipelineError
 from pipeline.experiment.schema import RECIPE_KEYS, SCHEMA
 from pipeline.protocol import RETINOPATHY_SOURCES, SOURCES, Cell
@@ -180,6 +181,10 @@ def _cross_checks(config: Config) -> None:
     if config["data"]["keep_acral"] and config["data"]["dataset"] != "derm7pt":
         raise PipelineError(f"`data.keep_acral` in {path} only applies to derm7pt; it would do nothing "
                             f"for {config['data']['dataset']!r}. Remove it.")
+    problem = scheduler_problem(config["compute"]["scheduler"])
+    if problem:
+        raise PipelineError(f"`compute.scheduler` in {path} must be {problem}. Got "
+                            f"{config['compute']['scheduler']!r} instead.")
     try:
         get_network(config["network"]["name"])
     except PipelineError as exc:

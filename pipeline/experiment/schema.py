@@ -285,6 +285,25 @@ SCHEMA: dict[str, dict[str, Key]] = {
         "n_jobs": Key(kind="int", default=-1, minimum=-1,
                       description="parallel SVM runs (-1: every core)"),
     },
+    "compute": {
+        "scheduler": Key(kind="str", default="local",
+                         description="where training and extraction tasks run: 'local' (this "
+                                     "process, no Dask), 'local-cluster' (a Dask LocalCluster; "
+                                     "one worker per GPU with dask-cuda), 'slurm' (dask-jobqueue) "
+                                     "or an existing scheduler's address 'tcp://host:8786'; "
+                                     "results and cache keys do not depend on it"),
+        "workers": Key(kind="int", default=0, minimum=0,
+                       description="local-cluster: worker processes (0: one per core, or per "
+                                   "GPU); slurm: jobs (0: 1)"),
+        "slurm_queue": Key(kind="str", default="", description="slurm: partition (queue)"),
+        "slurm_account": Key(kind="str", default="", description="slurm: account"),
+        "slurm_cores": Key(kind="int", default=4, minimum=1, description="slurm: cores per job"),
+        "slurm_memory": Key(kind="str", default="16GB", description="slurm: memory per job"),
+        "slurm_walltime": Key(kind="str", default="04:00:00",
+                              description="slurm: walltime per job"),
+        "slurm_gpus": Key(kind="int", default=0, minimum=0,
+                          description="slurm: GPUs per job (#SBATCH --gres=gpu:N)"),
+    },
     "report": {
         "threshold": Key(kind="float", default=0.0,
                          description="decision threshold on SVM scores for ACC/SE/SP/F1"),

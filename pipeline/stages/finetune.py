@@ -6,7 +6,9 @@ outputs and retrains the whole network on the fold's training half with the pape
 (``pipeline.training.train``). ``none+ft`` is therefore training from scratch on the target. Entries are
 keyed by the source network's weights, the training images and labels, the recipe and the seed
 (``pipeline.training.netstore``); finished ones are never retrained, and an interrupted run resumes from its
-last completed epoch. Writes ``finetuned.csv``: ``source, design, repeat, train_half, train_ids,
+last completed epoch. Each missing entry is one task (``pipeline.compute.farm``), run in this
+process or, with ``[compute]`` naming a cluster, on its workers (TensorFlow is imported there
+only). Writes ``finetuned.csv``: ``source, design, repeat, train_half, train_ids,
 entry`` (``train_ids``: the digest of the training images, which the ``svm`` stage checks against
 the current folds).
 """
@@ -19,52 +21,76 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from pipeline.cache.entries import claim
+from pipeline.cache.entries import claim, entry_complete
 from pipeline.cache.files import hash_json, read_json, write_csv
+from pipeline.compute.cluster import open_client
+from pipeline.compute.farm import Task, call, run_tasks
 from pipeline.console import log
 from pipeline.data.designs import apply_design, get_design
+from pipeline.data.image_cache import open_cached
 from pipeline.experiment import artifacts
 from pipeline.experiment.config import Config, add_config_arguments, config_from_args
 from pipeline.folds.table import fold_runs, half_ids, train_ids_digest
 from pipeline.models.device import device_kind
 from pipeline.protocol import IMAGENET_SOURCES
 from pipeline.training import netstore
+from pipeline.training.mean import compute_mean
 
 
-def finetune_one(config: Config, source_entry: Path, images, table: pd.DataFrame,
-                 train_ids: list[str], design: str, tag: str,
-                 pool: netstore.HeadSwapPool) -> Path:
-    """Fine-tune one network on ``train_ids`` (rows of ``table`` labelled by ``design``).
+def plan_one(config: Config, source_entry: Path, images, table: pd.DataFrame,
+             train_ids: list[str], design: str,
+             device: str) -> tuple[Path, dict, np.ndarray, np.ndarray | None]:
+    """The cache entry of one fine-tuning run, what its key hashes, its training labels and the
+    mean its inputs are centred on.
 
-    Every run starts from the source network's weights and a new seeded head (``pool`` reuses
-    one Keras model per architecture, with fresh weights each run), so no run starts from weights
-    another run has changed.
+    Everything here is read from the caches with NumPy (no TensorFlow), so the stage knows which
+    entries are missing before any task starts.
     """
-    from pipeline.training.train import compute_mean
-
     classes = get_design(design).classes
     labels = table.set_index("image").loc[train_ids, "y"].to_numpy()
-    pixels = images.get(train_ids)
     info = read_json(Path(source_entry) / "manifest.json")
     imagenet_derived = info["source"] in IMAGENET_SOURCES
-    mean = netstore.load_mean(source_entry) if imagenet_derived else compute_mean(pixels)
+    mean = netstore.load_mean(source_entry) if imagenet_derived \
+        else compute_mean(images.get(train_ids))
     recipe = config.recipe("finetune")
     key_inputs = {**artifacts.architecture(config), "stage": "finetune",
                   "source": info["source"], "source_digest": info["digest"],
                   "design": design, "classes": list(classes), "images": images.key,
                   "ids_labels": hash_json([train_ids, labels.tolist()]), "recipe": recipe.as_dict(),
                   "seed": config.seed, "mean": None if mean is None else np.asarray(mean).tolist(),
-                  "train_ids": train_ids_digest(train_ids), "device": device_kind()}
-    entry = artifacts.network_entry(config, key_inputs)
+                  "train_ids": train_ids_digest(train_ids), "device": device}
+    return artifacts.network_entry(config, key_inputs), key_inputs, labels, mean
+
+
+def finetune_task(config: Config, entry: Path, key_inputs: dict, source_entry: Path,
+                  train_ids: list[str], labels: np.ndarray, mean: np.ndarray | None, tag: str,
+                  images: str,
+                  pool: netstore.HeadSwapPool | None = None) -> str:
+    """Fine-tune one network into ``entry`` (a task: in the stage's process or on a worker).
+
+    Every run starts from the source network's weights and a new seeded head (``pool`` reuses
+    one Keras model per architecture, with fresh weights each run), so no run starts from weights
+    another run has changed; on a worker ``pool`` is ``None`` and the worker process's own is
+    used. ``images`` is the image cache entry's folder (opened once per process).
+
+    Returns:
+        The entry folder, complete (made here or, under its lock, by someone else meanwhile).
+    """
     with claim(entry) as todo:
         if not todo:
             log(f"finetune {tag}: cached")
-            return entry
+            return str(entry)
+        pool = WORKER_POOL if pool is None else pool
+        recipe = config.recipe("finetune")
         log(f"finetune {tag}: {len(train_ids)} images, {recipe.epochs} epochs")
-        model, spec = pool.model_for(source_entry, len(classes), config.seed)
-        netstore.train_and_save(entry, model, spec, pixels, labels, mean, recipe, config.seed,
-                                key_inputs)
-    return entry
+        model, spec = pool.model_for(source_entry, len(key_inputs["classes"]), config.seed)
+        netstore.train_and_save(entry, model, spec, open_cached(images).get(train_ids), labels,
+                                mean, recipe, config.seed, key_inputs)
+    return str(entry)
+
+
+# The fine-tuning models of a worker process, reused by its tasks as the stage's pool is.
+WORKER_POOL = netstore.HeadSwapPool()
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -72,30 +98,41 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from pipeline.models.device import select_device
-
     config = config_from_args(args)
-    select_device()
+    settings = artifacts.compute_settings(config)
     sources = artifacts.networks(config)
     table = artifacts.manifest(config)
     images = artifacts.target_images(config, table)
-    rows, pool = [], netstore.HeadSwapPool()
-    for cell in (c for c in config.cells if c.finetune):
-        if sources[cell.source]["status"] != "ok":
-            log(f"finetune {cell.name}: not run ({sources[cell.source]['reason']})")
-            continue
-        source_entry = Path(sources[cell.source]["entry"])
-        for design in config.designs:
-            labelled = apply_design(table, design)
-            folds = artifacts.folds(config, design, table)
-            for repeat, half, _ in fold_runs(folds):
-                ids = half_ids(folds, repeat, half)
-                tag = f"{cell.name} {design} repeat {repeat} half {half}"
-                entry = finetune_one(config, source_entry, images, labelled, ids, design, tag,
-                                     pool)
-                rows.append({"source": cell.source, "design": design, "repeat": int(repeat),
-                             "train_half": half, "train_ids": train_ids_digest(ids),
-                             "entry": str(entry)})
+    with open_client(settings) as client:
+        if client is None:
+            from pipeline.models.device import select_device
+
+            select_device()
+        device = call(client, device_kind)
+        rows, tasks, pool = [], [], netstore.HeadSwapPool()
+        for cell in (c for c in config.cells if c.finetune):
+            if sources[cell.source]["status"] != "ok":
+                log(f"finetune {cell.name}: not run ({sources[cell.source]['reason']})")
+                continue
+            source_entry = Path(sources[cell.source]["entry"])
+            for design in config.designs:
+                labelled = apply_design(table, design)
+                folds = artifacts.folds(config, design, table)
+                for repeat, half, _ in fold_runs(folds):
+                    ids = half_ids(folds, repeat, half)
+                    tag = f"{cell.name} {design} repeat {repeat} half {half}"
+                    entry, key_inputs, labels, mean = plan_one(config, source_entry, images, labelled,
+                                                         ids, design, device)
+                    if entry_complete(entry):
+                        log(f"finetune {tag}: cached")
+                    else:
+                        tasks.append(Task(tag, finetune_task, (
+                            config, entry, key_inputs, source_entry, ids, labels, mean, tag,
+                            str(images.path), *((pool,) if client is None else ()))))
+                    rows.append({"source": cell.source, "design": design, "repeat": int(repeat),
+                                 "train_half": half, "train_ids": train_ids_digest(ids),
+                                 "entry": str(entry)})
+        run_tasks(client, tasks, "finetune")
     write_csv(config.path_of("finetuned.csv"),
               pd.DataFrame(rows, columns=["source", "design", "repeat", "train_half", "train_ids",
                                           "entry"]))

@@ -36,13 +36,13 @@ from pipeline.errors import PipelineError
 from pipeline.models.initializers import walk_layers
 from pipeline.training.batchnorm import BATCHNORM_MODES, recompute_statistics
 from pipeline.training.augment import epoch_dataset, epoch_length, epoch_plan, plain_plan
+from pipeline.training.mean import compute_mean  # noqa: F401  (re-exported)
 from pipeline.training.checkpoint import assign_all, fingerprint, load_checkpoint, save_checkpoint
 from pipeline.training.recipe import TrainRecipe
 
 logger = logging.getLogger(__name__)
 
 CHECKPOINT = "checkpoint.npz"
-_MEAN_CHUNK = 256
 
 
 @dataclass
@@ -79,23 +79,6 @@ class TrainResult:
     val_majority: float = 0.0
     val_chance: float = 0.0
     weight_change: float = 0.0
-
-
-def compute_mean(images: np.ndarray, chunk: int = _MEAN_CHUNK) -> np.ndarray:
-    """Per-channel mean of uint8 images, summed in float64 chunk by chunk (memmaps stay on disk).
-
-    Args:
-        images: uint8 array of shape (n_images, height, width, 3), e.g. the image cache's memmap.
-        chunk: images read at a time.
-
-    Returns:
-        Array of shape (3,), float64, in the 0-255 pixel range.
-    """
-    _check_images(images)
-    total = np.zeros(images.shape[-1], np.float64)
-    for start in range(0, len(images), chunk):
-        total += np.asarray(images[start:start + chunk]).sum(axis=(0, 1, 2), dtype=np.float64)
-    return total / (len(images) * images.shape[1] * images.shape[2])
 
 
 def split_validation(y: np.ndarray, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
