@@ -80,10 +80,15 @@ class Config:
     def recipe(self, stage: str) -> TrainRecipe:
         """The training recipe of ``stage`` (``pretrain`` or ``finetune``): ``[train]`` with the
         stage's overrides."""
-        values = dict(self.raw["train"])
+        values = {k: v for k, v in self.raw["train"].items() if k in RECIPE_KEYS}
         values.update({k: v for k, v in self.raw[stage].items()
                        if k in RECIPE_KEYS and v is not None})
         return TrainRecipe(**values)
+
+    def devices(self, stage: str) -> str:
+        """``"one"`` or ``"all"``: the devices one training of ``stage`` (``pretrain`` or
+        ``finetune``) runs on, ``train.devices`` unless the stage overrides it."""
+        return self.raw[stage].get("devices") or self.raw["train"]["devices"]
 
     def path_of(self, name: str) -> Path:
         """A result file of this experiment, e.g. ``path_of("manifest.csv")``."""

@@ -200,6 +200,12 @@ _RECIPE = dict([
 ])
 assert set(_RECIPE) == {f.name for f in dataclasses.fields(TrainRecipe)}, "recipe keys drifted"
 RECIPE_KEYS = tuple(_RECIPE)
+# Where one training runs: not part of the recipe (cache keys hash the recipe), but of a trained
+# network's key when "all" (replicas round sums differently).
+_RECIPE["devices"] = Key(kind="choice", default="one", choices=("one", "all"),
+                         description="'one': the default device; 'all': one network trained "
+                                     "data-parallel on every GPU (MirroredStrategy, same global "
+                                     "batch_size split over the replicas, same learning rate)")
 # [pretrain] and [finetune] override single recipe keys; absent means "as in [train]".
 _OVERRIDES = {k: dataclasses.replace(v, default=None, description=f"{v.description} "
                                      "(overrides [train])") for k, v in _RECIPE.items()}

@@ -59,6 +59,8 @@ def plan_one(config: Config, source_entry: Path, images, table: pd.DataFrame,
                   "ids_labels": hash_json([train_ids, labels.tolist()]), "recipe": recipe.as_dict(),
                   "seed": config.seed, "mean": None if mean is None else np.asarray(mean).tolist(),
                   "train_ids": train_ids_digest(train_ids), "device": device}
+    if config.devices("finetune") == "all":  # replicas round sums differently: another entry
+        key_inputs["devices"] = "all"
     return artifacts.network_entry(config, key_inputs), key_inputs, labels, mean
 
 
@@ -85,7 +87,8 @@ def finetune_task(config: Config, entry: Path, key_inputs: dict, source_entry: P
         log(f"finetune {tag}: {len(train_ids)} images, {recipe.epochs} epochs")
         model, spec = pool.model_for(source_entry, len(key_inputs["classes"]), config.seed)
         netstore.train_and_save(entry, model, spec, open_cached(images).get(train_ids), labels,
-                                mean, recipe, config.seed, key_inputs)
+                                mean, recipe, config.seed, key_inputs,
+                                devices=config.devices("finetune"))
     return str(entry)
 
 

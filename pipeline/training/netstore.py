@@ -104,7 +104,8 @@ def load_mean(entry: str | Path) -> np.ndarray | None:
 
 
 def train_and_save(entry: Path, model, spec, pixels: np.ndarray, labels: np.ndarray,
-                   mean: np.ndarray | None, recipe, seed: int, inputs: dict) -> Path:
+                   mean: np.ndarray | None, recipe, seed: int, inputs: dict,
+                   devices: str = "one") -> Path:
     """Train ``model`` with the recipe (``pipeline.training.train``) and store it as the entry ``entry``.
 
     Training checkpoints go to ``<entry>.partial/`` so an interrupted run resumes from its last
@@ -120,6 +121,7 @@ def train_and_save(entry: Path, model, spec, pixels: np.ndarray, labels: np.ndar
         recipe: the ``TrainRecipe``.
         seed: seed of the training sequence.
         inputs: what the entry's key hashes, recorded in its manifest.
+        devices: ``"one"`` or ``"all"`` (data-parallel, ``pipeline.training.mirrored``).
     """
     from pipeline.models.preprocessing import preprocess
     from pipeline.training.train import train_classifier
@@ -127,7 +129,7 @@ def train_and_save(entry: Path, model, spec, pixels: np.ndarray, labels: np.ndar
     partial = entry.with_name(entry.name + ".partial")
     result = train_classifier(model, pixels, labels, recipe=recipe,
                               preprocess=lambda x: preprocess(spec, x, mean), seed=seed,
-                              workdir=partial, log=None, notify=console.log)
+                              workdir=partial, log=None, notify=console.log, devices=devices)
     save(entry, model, mean, {**inputs, "best_epoch": result.best_epoch,
                               "best_val_loss": result.best_val_loss,
                               "images_per_second": result.images_per_second,

@@ -107,7 +107,8 @@ def train_classifier(model: keras.Model, images: np.ndarray, y: np.ndarray, *, r
                      preprocess: Callable[[tf.Tensor], tf.Tensor], seed: int, workdir: Path,
                      progress: bool = True, log: Callable[[str], None] | None = None,
                      on_epoch_end: Callable[[dict], None] | None = None,
-                     notify: Callable[[str], None] | None = None) -> TrainResult:
+                     notify: Callable[[str], None] | None = None,
+                     devices: str = "one") -> TrainResult:
     """Train ``model`` in place with ``recipe``; on return it holds the best validation weights.
 
     Determinism: the function calls ``keras.utils.set_random_seed(seed)`` (Python, NumPy's global
@@ -141,6 +142,8 @@ def train_classifier(model: keras.Model, images: np.ndarray, y: np.ndarray, *, r
             run resumes (default: ``log``).
         on_epoch_end: called with the epoch's history row after its checkpoint is written
             (tests raise ``KeyboardInterrupt`` here to simulate an interrupted run).
+        devices: ``"one"`` or ``"all"``: data-parallel over every GPU (or logical CPU); ``model``
+            receives the trained weights (``pipeline.training.mirrored`` states the batch rule).
 
     Returns:
         The run's ``TrainResult``.
@@ -156,10 +159,18 @@ def train_classifier(model: keras.Model, images: np.ndarray, y: np.ndarray, *, r
                             "give every class more images.")
 
     identity = fingerprint(model, images, y, recipe, seed, classes)  # before any change
+    strategy, original = None, model
+    if devices == "all":
+        from pipeline.training.mirrored import replicate, strategy_for_all_devices
+
+        strategy = strategy_for_all_devices()
+        model = replicate(model, strategy)
     start = [np.array(w) for w in model.trainable_weights]  # not BN statistics: they are not learned
     policies = _set_precision(model, recipe.mixed_precision, log)
+    if policies and strategy is not None:
+        raise PipelineError("train.devices = 'all' with train.mixed_precision: turn one off.")
     try:
-        optimizer, steps = _compiled(model, recipe, bool(policies))
+        optimizer, steps = _compiled(model, recipe, bool(policies), strategy)
         identity["precision"] = "mixed_float16" if policies else "float32"
         identity = json.loads(json.dumps(identity))  # tuples -> lists, as stored
         workdir = Path(workdir)
@@ -175,6 +186,8 @@ def train_classifier(model: keras.Model, images: np.ndarray, y: np.ndarray, *, r
     finally:
         for layer, policy in policies:
             layer.dtype_policy = policy
+    if strategy is not None:
+        original.set_weights(model.get_weights())
     history = state["history"]
     images_trained = state["epoch_size"] * len(history)
     seconds = sum(row["train_seconds"] for row in history)
@@ -274,13 +287,12 @@ def _seed_everything(seed: int) -> None:
 
 
 # model -> (optimizer settings, optimizer, (train_step, val_step), the optimizer's initial values):
-# a model trained again (the
-# finetune stage reuses one per architecture, with new weights each run) keeps its compiled steps,
+# a model trained again (the finetune stage reuses one per architecture) keeps its compiled steps,
 # which saves tracing them (~20 s for an EfficientNet on the CPU) on every run.
 _COMPILED: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
 
 
-def _compiled(model, recipe: TrainRecipe, mixed: bool):
+def _compiled(model, recipe: TrainRecipe, mixed: bool, strategy=None):
     """A fresh optimizer state and the compiled steps of ``model`` under ``recipe``.
 
     A model seen before with the same optimizer settings gets its optimizer back with every
@@ -288,6 +300,11 @@ def _compiled(model, recipe: TrainRecipe, mixed: bool):
     starts from) and its traced steps, so the run computes exactly what it would with new objects.
     """
     settings = (recipe.learning_rate, recipe.momentum, recipe.nesterov, recipe.l2)
+    if strategy is not None:  # the replicated copy is made per run: nothing to reuse
+        from pipeline.training.mirrored import mirrored_training
+
+        optimizer, train_step = mirrored_training(strategy, model, recipe)
+        return optimizer, (train_step, _steps(model, optimizer, [], 0.0)[1])
     cached = None if mixed else _COMPILED.get(model)
     if cached is not None and cached[0] == settings:
         _, optimizer, steps, initial = cached

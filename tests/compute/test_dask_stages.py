@@ -61,7 +61,7 @@ learning_rate = 0.01
 [extract]
 batch_size = 8
 """
-RESULTS = ("finetuned.csv", "features.csv", "metrics.csv", "predictions.csv")
+RESULTS = ("networks.json", "finetuned.csv", "features.csv", "metrics.csv", "predictions.csv")
 
 
 def stage(name: str, config: Path, *sets: str) -> None:
@@ -98,8 +98,8 @@ def cluster():
 
 @pytest.fixture(scope="module")
 def tiny(tmp_path_factory):
-    """The experiment after data, folds and pretrain (cache ``base``), and the local scheduler's
-    finetune, features and svm results (``reference``: the result files' bytes, the feature
+    """The experiment after data and folds (cache ``data-cache``) and after pretrain (``base``),
+    and the local scheduler's pretrain, finetune, features and svm results (``reference``: the result files' bytes, the feature
     entries' bytes, the trained networks' weight digests)."""
     from pipeline.demo.writer import write_demo_data
 
@@ -109,8 +109,10 @@ def tiny(tmp_path_factory):
     config.parent.mkdir()
     cache = root / "cache"
     config.write_text(CONFIG.format(root=root / "data" / "derm7pt", cache=cache), encoding="utf-8")
-    for name in ("data", "folds", "pretrain"):
+    for name in ("data", "folds"):
         stage(name, config)
+    shutil.copytree(cache, root / "data-cache")
+    stage("pretrain", config)
     shutil.copytree(cache, root / "base")
     for name in ("finetune", "features", "svm"):
         stage(name, config)
@@ -124,10 +126,11 @@ def tiny(tmp_path_factory):
 def test_a_cluster_of_two_workers_gives_byte_identical_results(tiny, cluster):
     config, cache, base, reference = tiny
     address, client = cluster
-    reset_cache(base, cache)
+    reset_cache(base.with_name("data-cache"), cache)
     out = config.with_suffix("")
     for name in RESULTS:
         (out / name).unlink()
+    stage("pretrain", config, f"compute.scheduler={address}")
     # The stages' own process never imports TensorFlow: only the workers do.
     code = ("import sys; from pipeline.cli import main; "
             f"rc = main(['finetune', '--config', {str(config)!r}, '--set', "
