@@ -94,9 +94,19 @@ def _local_cluster(settings: ComputeSettings):
             from dask_cuda import LocalCUDACluster
 
             return LocalCUDACluster(n_workers=settings.workers or gpus, threads_per_worker=1)
-    return distributed.LocalCluster(n_workers=settings.workers or os.cpu_count() or 1,
-                                    threads_per_worker=1, processes=True,
-                                    dashboard_address=None)
+    if gpus:
+        from pipeline.console import log
+
+        log(f"compute: {gpus} GPU(s) but no dask-cuda: every worker sees every GPU; "
+            "`pip install dask-cuda` gives one worker per GPU.")
+    workers = settings.workers or os.cpu_count() or 1
+    # Dask pins each worker's math libraries to one thread (OMP_NUM_THREADS=1, ...); a worker
+    # trains a whole network, so give it its share of the cores instead.
+    threads = str(max(1, (os.cpu_count() or 1) // workers))
+    env = {name: threads for name in ("OMP_NUM_THREADS", "MKL_NUM_THREADS",
+                                      "OPENBLAS_NUM_THREADS")}
+    return distributed.LocalCluster(n_workers=workers, threads_per_worker=1, processes=True,
+                                    dashboard_address=None, env=env)
 
 
 @contextlib.contextmanager

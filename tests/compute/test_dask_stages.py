@@ -249,3 +249,16 @@ def test_a_missing_dask_is_an_error_naming_the_extra(tiny, monkeypatch, capsys):
 def test_an_unknown_scheduler_is_refused_naming_the_choices(tiny, capsys):
     err = stage_error(capsys, "finetune", tiny[0], "compute.scheduler=cluster")
     assert re.search(r"`compute.scheduler`.*'local-cluster'.*tcp://.*Got 'cluster'", err), err
+
+
+def test_the_stage_starts_and_closes_its_own_local_cluster(tiny):
+    """``compute.scheduler = "local-cluster"``: the stage starts a cluster of its own (here for
+    the svm stage's joblib runs, which need no TensorFlow) and gives the local run's bytes."""
+    config, cache, base, reference = tiny
+    reset_cache(base, cache)
+    stage("finetune", config)
+    stage("features", config)
+    metrics = config.with_suffix("") / "metrics.csv"
+    metrics.unlink()
+    stage("svm", config, "compute.scheduler=local-cluster", "compute.workers=2")
+    assert metrics.read_bytes() == reference["files"]["metrics.csv"]
