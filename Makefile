@@ -14,7 +14,11 @@ STAMPS := $(OUT)/.stamps
 # SET='section.key=VALUE ...' overrides config values on every stage (no spaces inside a value);
 # the report's header lists them.
 SET ?=
-CFG := --config $(EXP) $(foreach s,$(SET),--set '$(s)')
+# SCHEDULER=local-cluster (every GPU or core of this node), slurm or tcp://host:8786 (a running
+# Dask scheduler) runs the training and extraction tasks there: --set compute.scheduler=...
+SCHEDULER ?=
+CFG := --config $(EXP) $(foreach s,$(SET),--set '$(s)') \
+       $(if $(strip $(SCHEDULER)),--set 'compute.scheduler="$(strip $(SCHEDULER))"')
 DATA_DEPS ?=
 VENV ?= .venv
 PY := $(VENV)/bin/python
@@ -66,7 +70,7 @@ bench: $(INSTALLED)
 $(INSTALLED): setup.cfg pyproject.toml
 	python3 -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e '.[test,weights]'
+	$(PY) -m pip install --quiet -e '.[test,weights,dask]'
 	touch $@
 
 # Per-stage settings stamps ($(STAMPS)/<stage>.json, rewritten only when the settings a stage reads

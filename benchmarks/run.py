@@ -7,7 +7,10 @@ never shares a process with the SVM or start-up measurements):
 2. image cache: decoding, reduced-scale decoding, a second pass from the cache (``bench_images``);
 3. SVM stage: the demo's grid, an Atlas-sized grid, the reference protocol (``bench_svm``);
 4. scaling with the number of images: svm and extract time and memory (``bench_scaling``);
-5. start-up of the svm stage, TensorFlow never imported (``bench_startup``).
+5. start-up of the svm stage, TensorFlow never imported (``bench_startup``);
+6. training throughput (``bench_train``);
+7. the Dask path's overhead on a small finetune, and a paper estimate of the full studies on 1, 8
+   and 64 GPUs (``bench_dask``).
 
 The file starts with the machine (CPU, cores, memory, library versions) and a summary of the
 goals; each section gives the command that produced it and how long it took. The file is written
@@ -41,6 +44,7 @@ SECTIONS = {
     "scaling": ("4. Scaling with the number of images", "bench_scaling", "section"),
     "startup": ("5. Start-up of the svm stage", "bench_startup", "section"),
     "train": ("6. Training throughput", "bench_train", "section"),
+    "dask": ("7. Scale-out on Dask", "bench_dask", "section"),
 }
 PACKAGES = ("tensorflow", "keras", "numpy", "scikit-learn", "scipy", "pandas", "pillow",
             "joblib")

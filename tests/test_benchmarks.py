@@ -12,7 +12,7 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 SECTIONS = ("1. Feature extraction", "2. Image cache", "3. SVM stage",
             "4. Scaling with the number of images", "5. Start-up of the svm stage",
-            "6. Training throughput")
+            "6. Training throughput", "7. Scale-out on Dask")
 
 
 @pytest.mark.slow

@@ -98,6 +98,18 @@ class CachedImages:
         return np.asarray(self.images[self.index_of(ids)])
 
 
+_OPENED: dict[str, CachedImages] = {}
+
+
+def open_cached(path: str | os.PathLike) -> CachedImages:
+    """The finished entry at ``path``, opened once per process (an entry is keyed by its content,
+    so it never changes under a name); a training or extraction task on a worker opens its images
+    this way from the shared cache folder."""
+    name = str(Path(path).resolve())
+    if name not in _OPENED:
+        _OPENED[name] = CachedImages(name)
+    return _OPENED[name]
+
 def _hash(path: str) -> tuple[str | None, str | None]:
     try:
         return cache.hash_file(path), None

@@ -23,6 +23,7 @@ from pathlib import Path
 import pandas as pd
 
 from pipeline.cache.files import read_json
+from pipeline.compute.cluster import ComputeSettings
 from pipeline.errors import PipelineError
 from pipeline.experiment.config import Config
 from pipeline.protocol import cell_name, parse_bool
@@ -203,3 +204,17 @@ def network_entry(config: Config, key_inputs: dict) -> Path:
     from pipeline.training.netstore import entry_dir
 
     return entry_dir(config.cache_dir, key_inputs)
+
+
+def compute_settings(config: Config) -> ComputeSettings:
+    """Where the stage's tasks run (``[compute]``; ``pipeline.compute.cluster``)."""
+    section = config["compute"]
+    slurm = {"cores": section["slurm_cores"], "memory": section["slurm_memory"],
+             "walltime": section["slurm_walltime"], "processes": 1,
+             "job_extra_directives": ([f"--gres=gpu:{section['slurm_gpus']}"]
+                                      if section["slurm_gpus"] else [])}
+    if section["slurm_queue"]:
+        slurm["queue"] = section["slurm_queue"]
+    if section["slurm_account"]:
+        slurm["account"] = section["slurm_account"]
+    return ComputeSettings(scheduler=section["scheduler"], workers=section["workers"], slurm=slurm)

@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
 
+from pipeline.compute.cluster import scheduler_problem
 from pipeline.data.datasets import DATASET_METADATA
 from pipeline.errors import PipelineError
 from pipeline.experiment.schema import RECIPE_KEYS, SCHEMA
@@ -80,10 +81,15 @@ class Config:
     def recipe(self, stage: str) -> TrainRecipe:
         """The training recipe of ``stage`` (``pretrain`` or ``finetune``): ``[train]`` with the
         stage's overrides."""
-        values = dict(self.raw["train"])
+        values = {k: v for k, v in self.raw["train"].items() if k in RECIPE_KEYS}
         values.update({k: v for k, v in self.raw[stage].items()
                        if k in RECIPE_KEYS and v is not None})
         return TrainRecipe(**values)
+
+    def devices(self, stage: str) -> str:
+        """``"one"`` or ``"all"``: the devices one training of ``stage`` (``pretrain`` or
+        ``finetune``) runs on, ``train.devices`` unless the stage overrides it."""
+        return self.raw[stage].get("devices") or self.raw["train"]["devices"]
 
     def path_of(self, name: str) -> Path:
         """A result file of this experiment, e.g. ``path_of("manifest.csv")``."""
@@ -201,6 +207,10 @@ def _cross_checks(config: Config) -> None:
     if config["data"]["keep_acral"] and config["data"]["dataset"] != "derm7pt":
         raise PipelineError(f"`data.keep_acral` in {path} only applies to derm7pt; it would do nothing "
                             f"for {config['data']['dataset']!r}. Remove it.")
+    problem = scheduler_problem(config["compute"]["scheduler"])
+    if problem:
+        raise PipelineError(f"`compute.scheduler` in {path} must be {problem}. Got "
+                            f"{config['compute']['scheduler']!r} instead.")
     try:
         get_network(config["network"]["name"])
     except PipelineError as exc:

@@ -218,6 +218,12 @@ _RECIPE = dict([
 ])
 assert set(_RECIPE) == {f.name for f in dataclasses.fields(TrainRecipe)}, "recipe keys drifted"
 RECIPE_KEYS = tuple(_RECIPE)
+# Where one training runs: not part of the recipe (cache keys hash the recipe), but of a trained
+# network's key when "all" (replicas round sums differently).
+_RECIPE["devices"] = Key(kind="choice", default="one", choices=("one", "all"),
+                         description="'one': the default device; 'all': one network trained "
+                                     "data-parallel on every GPU (MirroredStrategy, same global "
+                                     "batch_size split over the replicas, same learning rate)")
 # [pretrain] and [finetune] override single recipe keys; absent means "as in [train]".
 _OVERRIDES = {k: dataclasses.replace(v, default=None, description=f"{v.description} "
                                      "(overrides [train])") for k, v in _RECIPE.items()}
@@ -327,6 +333,25 @@ SCHEMA: dict[str, dict[str, Key]] = {
                                     "only (Menegola)",
                         item=Key(kind="choice", default=None, choices=METADATA_KEYS,
                                  description="a metadata key")),
+    },
+    "compute": {
+        "scheduler": Key(kind="str", default="local",
+                         description="where training and extraction tasks run: 'local' (this "
+                                     "process, no Dask), 'local-cluster' (a Dask LocalCluster; "
+                                     "one worker per GPU with dask-cuda), 'slurm' (dask-jobqueue) "
+                                     "or an existing scheduler's address 'tcp://host:8786'; "
+                                     "results and cache keys do not depend on it"),
+        "workers": Key(kind="int", default=0, minimum=0,
+                       description="local-cluster: worker processes (0: one per core, or per "
+                                   "GPU); slurm: jobs (0: 1)"),
+        "slurm_queue": Key(kind="str", default="", description="slurm: partition (queue)"),
+        "slurm_account": Key(kind="str", default="", description="slurm: account"),
+        "slurm_cores": Key(kind="int", default=4, minimum=1, description="slurm: cores per job"),
+        "slurm_memory": Key(kind="str", default="16GB", description="slurm: memory per job"),
+        "slurm_walltime": Key(kind="str", default="04:00:00",
+                              description="slurm: walltime per job"),
+        "slurm_gpus": Key(kind="int", default=0, minimum=0,
+                          description="slurm: GPUs per job (#SBATCH --gres=gpu:N)"),
     },
     "report": {
         "threshold": Key(kind="float", default=0.0,

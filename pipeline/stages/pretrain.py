@@ -12,7 +12,8 @@ not run):
 Entries live in ``features_cache/networks/`` keyed by content (``pipeline.training.netstore``), so every
 design and fold reuses them and a rerun trains nothing that has not changed. Missing ImageNet
 weights never fall back to random weights: the ImageNet-derived sources are recorded as not run,
-with the reason and the fix, and the rest of the experiment goes on.
+with the reason and the fix, and the rest of the experiment goes on. Each source is one task
+(``pipeline.compute.farm``): in this process, or on the workers of the ``[compute]`` cluster.
 """
 
 from __future__ import annotations
@@ -24,6 +25,8 @@ import numpy as np
 
 from pipeline.cache.entries import claim
 from pipeline.cache.files import hash_json, write_json
+from pipeline.compute.cluster import open_client
+from pipeline.compute.farm import Task, run_tasks
 from pipeline.console import log
 from pipeline.errors import WeightsUnavailable
 from pipeline.experiment import artifacts
@@ -78,6 +81,8 @@ def train_on_retinopathy(config: Config, model, spec, mean, pretrained: bool, in
                   "recipe": recipe.as_dict(), "seed": config.seed,
                   "mean": None if mean is None else np.asarray(mean).tolist(),
                   "device": device_kind()}
+    if config.devices("pretrain") == "all":  # replicas round sums differently: another entry
+        key_inputs["devices"] = "all"
     entry = artifacts.network_entry(config, key_inputs)
     with claim(entry) as todo:
         if not todo:
@@ -87,7 +92,7 @@ def train_on_retinopathy(config: Config, model, spec, mean, pretrained: bool, in
         log(f"pretrain {source}: training on {len(y)} Retinopathy images "
             f"({np.bincount(y, minlength=5).tolist()} per grade), {recipe.epochs} epochs")
         netstore.train_and_save(entry, model, spec, pixels, y, mean, recipe, config.seed,
-                                key_inputs)
+                                key_inputs, devices=config.devices("pretrain"))
     return entry
 
 
@@ -112,26 +117,39 @@ def pretrain_source(config: Config, source: str) -> Path:
         return netstore.save(entry, model, mean, key_inputs)
 
 
+def pretrain_task(config: Config, source: str) -> dict:
+    """One source network (a task: in the stage's process or on a worker); returns its
+    ``networks.json`` record. Its key hashes the built network's initial weights, so the task
+    itself builds it and looks whether the entry exists (cached: no training)."""
+    try:
+        entry = pretrain_source(config, source)
+    except WeightsUnavailable as exc:
+        log(f"pretrain {source}: NOT RUN. {exc}")
+        return {"status": "not_run", "reason": exc.reason, "fix": exc.fix}
+    return {"status": "ok", "entry": str(entry)}
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_config_arguments(parser)
 
 
 def run(args: argparse.Namespace) -> int:
-    from pipeline.models.device import select_device
-
     config = config_from_args(args)
-    select_device()
-    result: dict[str, dict] = {}
-    for source in pretrain_order(config.sources):
-        if source == "double" and result.get("imagenet", {}).get("status") == "not_run":
-            result[source] = dict(result["imagenet"])
-            continue
-        try:
-            entry = pretrain_source(config, source)
-        except WeightsUnavailable as exc:
-            log(f"pretrain {source}: NOT RUN. {exc}")
-            result[source] = {"status": "not_run", "reason": exc.reason, "fix": exc.fix}
-            continue
-        result[source] = {"status": "ok", "entry": str(entry)}
+    order = pretrain_order(config.sources)
+    with open_client(artifacts.compute_settings(config)) as client:
+        if client is None:
+            from pipeline.models.device import select_device
+
+            select_device()
+        # imagenet first and alone (it only loads weights): without them, double is not tried,
+        # so one message explains both; the others (two Retinopathy trainings) run side by side.
+        result: dict[str, dict] = {}
+        for batch in (order[:1], order[1:]) if order[:1] == ["imagenet"] else (order,):
+            if "double" in batch and result.get("imagenet", {}).get("status") == "not_run":
+                batch = [s for s in batch if s != "double"]
+                result["double"] = dict(result["imagenet"])
+            tasks = [Task(s, pretrain_task, (config, s)) for s in batch]
+            result.update(zip(batch, run_tasks(client, tasks, "pretrain")))
+    result = {s: result[s] for s in order}
     write_json(config.path_of("networks.json"), result)
     return 0

@@ -22,12 +22,14 @@ A fine-tuned cell's features are refused unless the network was fine-tuned on ex
 the current folds put in that training half.
 
 It never imports TensorFlow (features are memory-mapped ``.npy`` files), so it starts in about a
-second and reruns alone when only ``[svm]`` settings change. Runs go in parallel on every core.
+second and reruns alone when only ``[svm]`` settings change. Runs go in parallel on every core,
+or, with ``[compute]`` naming a cluster, on its workers (joblib's Dask backend).
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import sys
 import time
@@ -41,6 +43,7 @@ from pipeline.cache.entries import verify_entry
 from pipeline.cache.files import write_csv
 from pipeline.classifiers.metadata import MetadataEncoder, join_metadata
 from pipeline.classifiers.svm import decision_scores, select_and_fit
+from pipeline.compute.cluster import open_client
 from pipeline.data.designs import apply_design, get_design
 from pipeline.errors import PipelineError
 from pipeline.evaluation.metrics import cell_metrics
@@ -214,7 +217,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from joblib import Parallel, delayed
+    from joblib import Parallel, delayed, parallel_config
 
     started = time.perf_counter()
     config = config_from_args(args)
@@ -228,11 +231,14 @@ def run(args: argparse.Namespace) -> int:
     svm = config["svm"]
     keys = list(config["classifier"]["metadata"])
     metadata = table.set_index("image")[keys] if keys else None
-    results = Parallel(n_jobs=svm["n_jobs"], batch_size=1)(
-        delayed(run_one)(r, folds[r.design], labels[r.design], svm, config.seed,
-                         config["report"]["threshold"], os.getcwd(), metadata,
-                         config["classifier"]["kind"])
-        for r in tqdm(runs, desc="svm", unit="run", file=sys.stderr))
+    with open_client(artifacts.compute_settings(config)) as client:
+        # On a cluster, joblib's runs go to its workers (each reads the shared feature cache).
+        with parallel_config(backend="dask") if client is not None else contextlib.nullcontext():
+            results = Parallel(n_jobs=svm["n_jobs"], batch_size=1)(
+                delayed(run_one)(r, folds[r.design], labels[r.design], svm, config.seed,
+                                 config["report"]["threshold"], os.getcwd(), metadata,
+                                 config["classifier"]["kind"])
+                for r in tqdm(runs, desc="svm", unit="run", file=sys.stderr))
     metrics = pd.DataFrame([row for row, _, _ in results],
                            columns=RESULT_KEYS + METRIC_COLUMNS + ["n_train", "n_test", "C"])
     predictions = pd.concat([p for _, p, _ in results], ignore_index=True) if results else \

@@ -119,7 +119,8 @@ def load_mean(entry: str | Path) -> np.ndarray | None:
 def train_and_save(entry: Path, model, spec, pixels: np.ndarray, labels: np.ndarray,
                    mean: np.ndarray | None, recipe, seed: int, inputs: dict,
                    validation: np.ndarray | None = None,
-                   metadata: np.ndarray | None = None) -> Path:
+                   metadata: np.ndarray | None = None,
+                   devices: str = "one") -> Path:
     """Train ``model`` with the recipe (``pipeline.training.train``) and store it as the entry ``entry``.
 
     Training checkpoints go to ``<entry>.partial/`` so an interrupted run resumes from its last
@@ -140,6 +141,7 @@ def train_and_save(entry: Path, model, spec, pixels: np.ndarray, labels: np.ndar
         metadata: encoded patient metadata of ``pixels``, for a model with a metadata branch
             (``inputs["metadata"]`` then holds the encoder's state, which ``load`` rebuilds
             the branch from).
+        devices: ``"one"`` or ``"all"`` (data-parallel, ``pipeline.training.mirrored``).
     """
     from pipeline.models.preprocessing import preprocess
     from pipeline.training.train import train_classifier
@@ -148,7 +150,8 @@ def train_and_save(entry: Path, model, spec, pixels: np.ndarray, labels: np.ndar
     result = train_classifier(model, pixels, labels, recipe=recipe,
                               preprocess=lambda x: preprocess(spec, x, mean), seed=seed,
                               workdir=partial, log=None, notify=console.log,
-                              validation=validation, metadata=metadata)
+                              validation=validation, metadata=metadata,
+                              devices=devices)
     save(entry, model, mean, {**inputs, "best_epoch": result.best_epoch,
                               "best_val_loss": result.best_val_loss,
                               "images_per_second": result.images_per_second,

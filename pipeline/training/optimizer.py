@@ -40,13 +40,21 @@ def make_optimizer(recipe: TrainRecipe) -> keras.optimizers.Optimizer:
 _COMPILED: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
 
 
-def compiled_steps(model, recipe: TrainRecipe, mixed: bool):
+def compiled_steps(model, recipe: TrainRecipe, mixed: bool, strategy=None):
     """A fresh optimizer state and the compiled steps of ``model`` under ``recipe``.
 
     A model seen before with the same optimizer settings gets its optimizer back with every
     variable at its initial value (iterations and momenta 0, the learning rate, what a new SGD
     starts from) and its traced steps, so the run computes exactly what it would with new objects.
+    With a ``tf.distribute`` ``strategy`` (``train.devices = "all"``), ``model`` is the replicated
+    copy made for the run (nothing to reuse): the optimizer's variables are mirrored and the
+    training step splits each global batch over the replicas (``pipeline.training.mirrored``).
     """
+    if strategy is not None:
+        from pipeline.training.mirrored import mirrored_training
+
+        optimizer, train_step = mirrored_training(strategy, model, recipe, make_optimizer)
+        return optimizer, (train_step, _steps(model, optimizer, [], 0.0)[1])
     settings = (recipe.optimizer, recipe.learning_rate, recipe.momentum, recipe.nesterov, recipe.l2)
     cached = None if mixed else _COMPILED.get(model)
     if cached is not None and cached[0] == settings:

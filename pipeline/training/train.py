@@ -38,15 +38,15 @@ from pipeline.errors import PipelineError
 from pipeline.models.initializers import walk_layers
 from pipeline.training.batchnorm import recompute_statistics
 from pipeline.training.augment import epoch_dataset, epoch_length, epoch_plan, plain_plan
+from pipeline.training.mean import compute_mean  # noqa: F401  (re-exported)
 from pipeline.training.checkpoint import assign_all, fingerprint, load_checkpoint, save_checkpoint
 from pipeline.training.optimizer import compiled_steps
-from pipeline.training.inputs import check_images, check_inputs
+from pipeline.training.inputs import check_inputs
 from pipeline.training.recipe import TrainRecipe
 
 logger = logging.getLogger(__name__)
 
 CHECKPOINT = "checkpoint.npz"
-_MEAN_CHUNK = 256
 
 
 @dataclass
@@ -85,23 +85,6 @@ class TrainResult:
     weight_change: float = 0.0
 
 
-def compute_mean(images: np.ndarray, chunk: int = _MEAN_CHUNK) -> np.ndarray:
-    """Per-channel mean of uint8 images, summed in float64 chunk by chunk (memmaps stay on disk).
-
-    Args:
-        images: uint8 array of shape (n_images, height, width, 3), e.g. the image cache's memmap.
-        chunk: images read at a time.
-
-    Returns:
-        Array of shape (3,), float64, in the 0-255 pixel range.
-    """
-    check_images(images)
-    total = np.zeros(images.shape[-1], np.float64)
-    for start in range(0, len(images), chunk):
-        total += np.asarray(images[start:start + chunk]).sum(axis=(0, 1, 2), dtype=np.float64)
-    return total / (len(images) * images.shape[1] * images.shape[2])
-
-
 def split_validation(y: np.ndarray, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
     """Stratified hold-out split of the training images (scikit-learn ``StratifiedShuffleSplit``).
 
@@ -130,7 +113,8 @@ def train_classifier(model: keras.Model, images: np.ndarray, y: np.ndarray, *, r
                      on_epoch_end: Callable[[dict], None] | None = None,
                      notify: Callable[[str], None] | None = None,
                      validation: np.ndarray | None = None,
-                     metadata: np.ndarray | None = None) -> TrainResult:
+                     metadata: np.ndarray | None = None,
+                     devices: str = "one") -> TrainResult:
     """Train ``model`` in place with ``recipe``; on return it holds the best validation weights.
 
     Determinism: the function calls ``keras.utils.set_random_seed(seed)`` (Python, NumPy's global
@@ -170,6 +154,8 @@ def train_classifier(model: keras.Model, images: np.ndarray, y: np.ndarray, *, r
         metadata: float32 array of shape (n_images, d), the encoded patient metadata of each
             image, for a two-input model (``pipeline.models.metadata_branch``); in the
             checkpoint's fingerprint.
+        devices: ``"one"`` or ``"all"``: data-parallel over every GPU (or logical CPU); ``model``
+            receives the trained weights (``pipeline.training.mirrored`` states the batch rule).
 
     Returns:
         The run's ``TrainResult``.
@@ -206,10 +192,18 @@ def train_classifier(model: keras.Model, images: np.ndarray, y: np.ndarray, *, r
         identity["metadata"] = hashlib.sha256(metadata.tobytes()).hexdigest()
     elif len(model.inputs) != 1:
         raise PipelineError("the model has a metadata input; pass metadata=... to train it.")
+    strategy, original = None, model
+    if devices == "all":
+        from pipeline.training.mirrored import replicate, strategy_for_all_devices
+
+        strategy = strategy_for_all_devices()
+        model = replicate(model, strategy)
     start = [np.array(w) for w in model.trainable_weights]  # not BN statistics: they are not learned
     policies = _set_precision(model, recipe.mixed_precision, log)
+    if policies and strategy is not None:
+        raise PipelineError("train.devices = 'all' with train.mixed_precision: turn one off.")
     try:
-        optimizer, steps = compiled_steps(model, recipe, bool(policies))
+        optimizer, steps = compiled_steps(model, recipe, bool(policies), strategy)
         identity["precision"] = "mixed_float16" if policies else "float32"
         identity = json.loads(json.dumps(identity))  # tuples -> lists, as stored
         workdir = Path(workdir)
@@ -226,6 +220,8 @@ def train_classifier(model: keras.Model, images: np.ndarray, y: np.ndarray, *, r
     finally:
         for layer, policy in policies:
             layer.dtype_policy = policy
+    if strategy is not None:
+        original.set_weights(model.get_weights())
     history = state["history"]
     images_trained = state["epoch_size"] * len(history)
     seconds = sum(row["train_seconds"] for row in history)

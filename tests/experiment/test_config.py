@@ -158,3 +158,26 @@ def test_shipped_experiments_validate_and_the_papers_keep_its_protocol(monkeypat
         assert configs[name]["experiment"]["scaled_down"]
 
 
+
+
+def test_devices_inherit_train_and_stay_out_of_the_recipe(tmp_path):
+    config = load_config(write(tmp_path, MINIMAL), overrides=["train.devices=all",
+                                                              "finetune.devices=one"])
+    assert config.devices("pretrain") == "all" and config.devices("finetune") == "one"
+    assert "devices" not in config.recipe("pretrain").as_dict()  # cache keys hash the recipe
+    assert load_config(write(tmp_path, MINIMAL)).devices("finetune") == "one"
+
+
+def test_compute_settings_reach_the_cluster_settings(tmp_path):
+    from pipeline.experiment.artifacts import compute_settings
+
+    config = load_config(write(tmp_path, MINIMAL), overrides=[
+        "compute.scheduler=slurm", "compute.workers=4", "compute.slurm_gpus=2",
+        "compute.slurm_queue=gpu"])
+    settings = compute_settings(config)
+    assert (settings.scheduler, settings.workers, settings.local) == ("slurm", 4, False)
+    assert settings.slurm["queue"] == "gpu"
+    assert settings.slurm["job_extra_directives"] == ["--gres=gpu:2"]
+    assert compute_settings(load_config(write(tmp_path, MINIMAL))).local
+    with pytest.raises(PipelineError, match=r"compute.scheduler.*tcp://host:8786.*Got 'tcp://x'"):
+        load_config(write(tmp_path, MINIMAL), overrides=["compute.scheduler=tcp://x"])

@@ -9,7 +9,7 @@ import pytest
 
 from pipeline.errors import PipelineError
 from pipeline.experiment.config import validate
-from pipeline.experiment.schema import SCHEMA, Key
+from pipeline.experiment.schema import RECIPE_KEYS, SCHEMA, Key
 from pipeline.training.recipe import TrainRecipe
 
 MINIMAL = {"experiment": {"name": "t"}, "data": {"dataset": "derm7pt", "root": "/data/derm7pt"}}
@@ -54,7 +54,10 @@ def test_numbers_must_be_finite_everywhere():
 
 def test_recipe_defaults_come_from_the_recipe_itself():
     recipe = TrainRecipe()
-    for name, key in SCHEMA["train"].items():
+    assert set(SCHEMA["train"]) == set(RECIPE_KEYS) | {"devices"}  # devices: not in the recipe
+    assert SCHEMA["finetune"]["devices"].default is None
+    for name in RECIPE_KEYS:
+        key = SCHEMA["train"][name]
         default = getattr(recipe, name)
         assert key.check(key.default) == default, name
         assert SCHEMA["finetune"][name].default is None  # an override inherits [train]

@@ -1,0 +1,264 @@
+"""The finetune and features stages as task farms on a Dask cluster (pipeline.compute), on the
+tiny experiment of tests/stages/test_stages.py (VGG-M at 48 px, 1/16 width, 2 repeats).
+
+A ``LocalCluster`` of 2 worker processes is started here and handed to the stages by address
+(``compute.scheduler = "tcp://..."``, the path a ``local-cluster`` or SLURM run takes too), with
+``allowed-failures = 0`` so a killed worker fails its task instead of Dask retrying it. Checked:
+byte-identical results against the local scheduler, the parent never imports TensorFlow, a task
+whose worker is killed mid-run is the only thing the rerun computes, and a Dask stage racing a
+local one on one cache computes each entry once.
+"""
+
+from __future__ import annotations
+
+import argparse
+import fcntl
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import distributed  # the `dask` extra, installed by `make test`
+import pytest
+
+from pipeline.cache.entries import entry_complete
+from pipeline.cache.files import read_json
+from pipeline.cli import main
+from pipeline.errors import PipelineError
+
+pytestmark = pytest.mark.slow
+
+CONFIG = """
+[experiment]
+name = "tiny"
+seed = 3
+cells = ["none", "none+ft"]
+cache_dir = "{cache}"
+
+[data]
+dataset = "derm7pt"
+root = "{root}"
+
+[folds]
+designs = ["melanoma_vs_benign"]
+repeats = 2
+
+[network]
+name = "vgg-m"
+input_size = 48
+width = 0.0625
+
+[train]
+epochs = 3
+batch_size = 16
+learning_rate = 0.01
+
+[extract]
+batch_size = 8
+"""
+RESULTS = ("networks.json", "finetuned.csv", "features.csv", "metrics.csv", "predictions.csv")
+
+
+def stage(name: str, config: Path, *sets: str) -> None:
+    argv = [name, "--config", str(config)]
+    for item in sets:
+        argv += ["--set", item]
+    assert main(argv) == 0, f"stage {name} failed"
+
+
+def reset_cache(base: Path, cache: Path) -> None:
+    shutil.rmtree(cache, ignore_errors=True)
+    shutil.copytree(base, cache)
+
+
+def feature_bytes(cache: Path) -> dict[str, bytes]:
+    return {p.parent.name: p.read_bytes() for p in (cache / "features").glob("*/features.npy")}
+
+
+def network_digests(cache: Path) -> dict[str, str]:
+    return {p.name: read_json(p / "manifest.json")["digest"]
+            for p in (cache / "networks").iterdir() if p.is_dir() and entry_complete(p)}
+
+
+@pytest.fixture(scope="module")
+def cluster():
+    import dask
+
+    with dask.config.set({"distributed.scheduler.allowed-failures": 0}):
+        with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
+                                      dashboard_address=None) as local:
+            with distributed.Client(local) as client:
+                yield local.scheduler_address, client
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+    """The experiment after data and folds (cache ``data-cache``) and after pretrain (``base``),
+    and the local scheduler's pretrain, finetune, features and svm results (``reference``: the result files' bytes, the feature
+    entries' bytes, the trained networks' weight digests)."""
+    from pipeline.demo.writer import write_demo_data
+
+    root = tmp_path_factory.mktemp("dask")
+    write_demo_data(root / "data", seed=1, skin_cases=48, fundus_images=8)
+    config = root / "experiments" / "tiny.toml"
+    config.parent.mkdir()
+    cache = root / "cache"
+    config.write_text(CONFIG.format(root=root / "data" / "derm7pt", cache=cache), encoding="utf-8")
+    for name in ("data", "folds"):
+        stage(name, config)
+    shutil.copytree(cache, root / "data-cache")
+    stage("pretrain", config)
+    shutil.copytree(cache, root / "base")
+    for name in ("finetune", "features", "svm"):
+        stage(name, config)
+    out = config.with_suffix("")
+    reference = {"files": {n: (out / n).read_bytes() for n in RESULTS},
+                 "features": feature_bytes(cache), "networks": network_digests(cache)}
+    assert len(reference["features"]) == 8  # none (per half) and none+ft: 2 x 2 x 2
+    return config, cache, root / "base", reference
+
+
+def test_a_cluster_of_two_workers_gives_byte_identical_results(tiny, cluster):
+    config, cache, base, reference = tiny
+    address, client = cluster
+    reset_cache(base.with_name("data-cache"), cache)
+    out = config.with_suffix("")
+    for name in RESULTS:
+        (out / name).unlink()
+    stage("pretrain", config, f"compute.scheduler={address}")
+    # The stages' own process never imports TensorFlow: only the workers do.
+    code = ("import sys; from pipeline.cli import main; "
+            f"rc = main(['finetune', '--config', {str(config)!r}, '--set', "
+            f"'compute.scheduler={address}']); "
+            "sys.exit(rc or ('tensorflow' in sys.modules and 17))")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                            timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    stage("features", config, f"compute.scheduler={address}")
+    with distributed.get_task_stream(client) as stream:
+        stage("svm", config, f"compute.scheduler={address}")
+    assert sum("run_one" in str(t["key"]) for t in stream.data) >= 1, \
+        "the svm stage's joblib runs did not go to the cluster"
+    for name in RESULTS:
+        assert (out / name).read_bytes() == reference["files"][name], f"{name} differs"
+    assert feature_bytes(cache) == reference["features"], "feature entries differ"
+    assert network_digests(cache) == reference["networks"], "fine-tuned weights differ"
+
+
+def _held_locks(folder: Path) -> list[Path]:
+    held = []
+    for lock in folder.glob("*.lock"):
+        with open(lock, "a", encoding="utf-8") as handle:
+            try:
+                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                held.append(lock)
+            else:
+                fcntl.flock(handle, fcntl.LOCK_UN)
+    return held
+
+
+def test_a_task_killed_with_its_worker_is_recomputed_on_rerun_and_nothing_else(tiny, cluster):
+    config, cache, base, reference = tiny
+    address, client = cluster
+    reset_cache(base, cache)
+    before = set(network_digests(cache))
+    failure: list[BaseException] = []
+
+    from pipeline.stages import finetune as finetune_stage
+
+    parser = argparse.ArgumentParser()
+    finetune_stage.add_arguments(parser)
+    args = parser.parse_args(["--config", str(config), "--set", f"compute.scheduler={address}"])
+
+    def finetune() -> None:  # the stage itself, so its PipelineError reaches the test
+        try:
+            finetune_stage.run(args)
+        except BaseException as exc:  # noqa: BLE001 - handed to the test thread
+            failure.append(exc)
+
+    runner = threading.Thread(target=finetune)
+    runner.start()
+    deadline, killed = time.monotonic() + 240, None
+    while runner.is_alive() and time.monotonic() < deadline and killed is None:
+        busy = _held_locks(cache / "networks")
+        if busy:  # a worker is training that entry now
+            killed = busy[0].with_suffix("")
+            # the worker holding it is one of the two; kill both, mid-task
+            for pid in client.run(os.getpid).values():
+                os.kill(pid, signal.SIGKILL)
+        time.sleep(0.05)
+    runner.join(timeout=300)
+    assert killed is not None, "no training task was seen running"
+    assert failure and isinstance(failure[0], PipelineError), failure
+    assert re.search(r"none\+ft melanoma_vs_benign repeat \d half \d", str(failure[0]))
+    assert "rerun `make finetune`" in str(failure[0])
+    assert not entry_complete(killed), "a killed task left an entry that looks complete"
+    done = {p: (p / "manifest.json").stat().st_mtime_ns for p in (cache / "networks").iterdir()
+            if p.is_dir() and entry_complete(p) and p.name not in before}
+    missing = 4 - len(done)
+    assert missing >= 1
+    client.wait_for_workers(2, timeout=60)  # the nannies restart the killed workers
+    stage("finetune", config, f"compute.scheduler={address}")
+    for path, stamp in done.items():
+        assert (path / "manifest.json").stat().st_mtime_ns == stamp, f"{path} was recomputed"
+    assert entry_complete(killed)
+    assert network_digests(cache) == reference["networks"], "recomputed weights differ"
+    assert config.with_suffix("").joinpath("finetuned.csv").read_bytes() == \
+        reference["files"]["finetuned.csv"]
+
+
+def test_a_dask_stage_racing_a_local_one_computes_each_entry_once(tiny, cluster):
+    config, cache, base, reference = tiny
+    address, _ = cluster
+    reset_cache(base, cache)
+    stage("finetune", config)  # the networks; the race is over the feature entries
+    code = ("from pipeline.cli import main; import sys; "
+            f"sys.exit(main(['features', '--config', {str(config)!r}]))")
+    local = subprocess.Popen([sys.executable, "-c", code], stderr=subprocess.PIPE, text=True)
+    dask_log = subprocess.run(
+        [sys.executable, "-m", "pipeline", "features", "--config", str(config), "--set",
+         f"compute.scheduler={address}"], capture_output=True, text=True, timeout=300)
+    local_err = local.communicate(timeout=300)[1]
+    assert local.returncode == 0 and dask_log.returncode == 0, local_err[-2000:] + \
+        dask_log.stderr[-2000:]
+    counts = [int(re.search(r"features: 8 feature entries, (\d+) computed", text).group(1))
+              if "computed" in text else 0 for text in (local_err, dask_log.stderr)]
+    assert sum(counts) == 8, f"entries computed by the local and the Dask stage: {counts}"
+    assert feature_bytes(cache) == reference["features"]
+
+
+def stage_error(capsys, name: str, config: Path, *sets: str) -> str:
+    argv = [name, "--config", str(config)] + [a for item in sets for a in ("--set", item)]
+    capsys.readouterr()
+    assert main(argv) == 2, f"stage {name} should have failed"
+    return capsys.readouterr().err
+
+
+def test_a_missing_dask_is_an_error_naming_the_extra(tiny, monkeypatch, capsys):
+    monkeypatch.setitem(sys.modules, "distributed", None)  # import fails as if not installed
+    err = stage_error(capsys, "finetune", tiny[0], "compute.scheduler=local-cluster")
+    assert re.search(r"compute.scheduler = 'local-cluster'.*pip install '\.\[dask\]'", err), err
+
+
+def test_an_unknown_scheduler_is_refused_naming_the_choices(tiny, capsys):
+    err = stage_error(capsys, "finetune", tiny[0], "compute.scheduler=cluster")
+    assert re.search(r"`compute.scheduler`.*'local-cluster'.*tcp://.*Got 'cluster'", err), err
+
+
+def test_the_stage_starts_and_closes_its_own_local_cluster(tiny):
+    """``compute.scheduler = "local-cluster"``: the stage starts a cluster of its own (here for
+    the svm stage's joblib runs, which need no TensorFlow) and gives the local run's bytes."""
+    config, cache, base, reference = tiny
+    reset_cache(base, cache)
+    stage("finetune", config)
+    stage("features", config)
+    metrics = config.with_suffix("") / "metrics.csv"
+    metrics.unlink()
+    stage("svm", config, "compute.scheduler=local-cluster", "compute.workers=2")
+    assert metrics.read_bytes() == reference["files"]["metrics.csv"]
