@@ -262,3 +262,89 @@ def test_the_stage_starts_and_closes_its_own_local_cluster(tiny):
     metrics.unlink()
     stage("svm", config, "compute.scheduler=local-cluster", "compute.workers=2")
     assert metrics.read_bytes() == reference["files"]["metrics.csv"]
+
+
+KR_CONFIG = """
+[experiment]
+name = "kr-dask"
+seed = 4
+cells = ["none+ft"]
+cache_dir = "{cache}"
+scaled_down = "test scale"
+
+[data]
+dataset = "isic2020"
+root = "{root}"
+
+[folds]
+designs = ["melanoma_vs_benign"]
+scheme = "holdout"
+runs = 2
+
+[network]
+name = "standard-cnn"
+input_size = 32
+
+[train]
+epochs = 2
+batch_size = 8
+learning_rate = 0.003
+optimizer = "adam"
+early_stopping_patience = 2
+lr_decay_factor = 0.4
+augment = "all"
+
+[classifier]
+kind = "network"
+metadata = ["age", "sex", "site"]
+
+[extract]
+batch_size = 8
+"""
+
+
+def test_kim_rocheteau_holdout_with_metadata_on_two_workers_is_byte_identical(tmp_path,
+                                                                               cluster):
+    """Both features together: the hold-out protocol (own seed and validation part per run,
+    Adam, early stopping, decay) with the network classifier and its metadata branch, its
+    finetune, features and svm stages run on the cluster, give the local run's bytes, and the
+    finetune stage's process still never imports TensorFlow."""
+    from pipeline.demo.isic2020 import write_isic2020_demo
+
+    address, _ = cluster
+    write_isic2020_demo(tmp_path / "isic2020", seed=2, cases=60)
+    config = tmp_path / "experiments" / "kr.toml"
+    config.parent.mkdir()
+    cache = tmp_path / "cache"
+    config.write_text(KR_CONFIG.format(root=tmp_path / "isic2020", cache=cache), encoding="utf-8")
+    for name in ("data", "folds", "pretrain"):
+        stage(name, config)
+    base = tmp_path / "base"
+    shutil.copytree(cache, base)
+    results = ("finetuned.csv", "features.csv", "metrics.csv", "predictions.csv")
+    for name in ("finetune", "features", "svm"):
+        stage(name, config)
+    out = config.with_suffix("")
+    reference = {n: (out / n).read_bytes() for n in results}
+    features, networks = feature_bytes(cache), network_digests(cache)
+    tuned = [read_json(cache / "networks" / e / "manifest.json") for e in networks]
+    tuned = [info for info in tuned if info.get("stage") == "finetune"]
+    assert len(features) == 2 and len(tuned) == 2  # one network and one entry per run
+    assert all(info["metadata"] and "validation_ids" in info for info in tuned)
+    assert len({info["seed"] for info in tuned}) == 2  # each run its own seed
+    reset_cache(base, cache)
+    for name in results:
+        (out / name).unlink()
+    code = ("import sys; from pipeline.cli import main; "
+            f"rc = main(['finetune', '--config', {str(config)!r}, '--set', "
+            f"'compute.scheduler={address}']); "
+            "sys.exit(rc or ('tensorflow' in sys.modules and 17))")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                            timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    stage("features", config, f"compute.scheduler={address}")
+    stage("svm", config, f"compute.scheduler={address}")
+    for name in results:
+        assert (out / name).read_bytes() == reference[name], f"{name} differs"
+    assert feature_bytes(cache) == features, "network-output entries differ"
+    assert network_digests(cache) == networks, "fine-tuned weights differ"
