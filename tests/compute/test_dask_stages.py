@@ -213,23 +213,30 @@ def test_a_task_killed_with_its_worker_is_recomputed_on_rerun_and_nothing_else(t
         reference["files"]["finetuned.csv"]
 
 
-def test_a_dask_stage_racing_a_local_one_computes_each_entry_once(tiny, cluster):
+@pytest.mark.parametrize("first", ["local", "dask"])
+def test_a_dask_stage_racing_a_local_one_computes_each_entry_once(tiny, cluster, first):
+    """Both orders: the second stage starts once the first holds an entry's lock."""
     config, cache, base, reference = tiny
     address, _ = cluster
     reset_cache(base, cache)
     stage("finetune", config)  # the networks; the race is over the feature entries
-    code = ("from pipeline.cli import main; import sys; "
-            f"sys.exit(main(['features', '--config', {str(config)!r}]))")
-    local = subprocess.Popen([sys.executable, "-c", code], stderr=subprocess.PIPE, text=True)
-    dask_log = subprocess.run(
-        [sys.executable, "-m", "pipeline", "features", "--config", str(config), "--set",
-         f"compute.scheduler={address}"], capture_output=True, text=True, timeout=300)
-    local_err = local.communicate(timeout=300)[1]
-    assert local.returncode == 0 and dask_log.returncode == 0, local_err[-2000:] + \
-        dask_log.stderr[-2000:]
-    counts = [int(re.search(r"features: 8 feature entries, (\d+) computed", text).group(1))
-              if "computed" in text else 0 for text in (local_err, dask_log.stderr)]
-    assert sum(counts) == 8, f"entries computed by the local and the Dask stage: {counts}"
+    command = [sys.executable, "-m", "pipeline", "features", "--config", str(config)]
+    commands = {"local": command, "dask": command + ["--set", f"compute.scheduler={address}"]}
+    second = "dask" if first == "local" else "local"
+    procs = {first: subprocess.Popen(commands[first], stderr=subprocess.PIPE, text=True)}
+    deadline = time.monotonic() + 120
+    while (not _held_locks(cache / "features") and procs[first].poll() is None
+           and time.monotonic() < deadline):
+        time.sleep(0.02)
+    assert procs[first].poll() is None, "the first stage finished before the race began"
+    procs[second] = subprocess.Popen(commands[second], stderr=subprocess.PIPE, text=True)
+    logs = {name: proc.communicate(timeout=300)[1] for name, proc in procs.items()}
+    assert all(proc.returncode == 0 for proc in procs.values()), \
+        "\n".join(text[-2000:] for text in logs.values())
+    counts = {name: int(re.search(r"features: 8 feature entries, (\d+) computed", text).group(1))
+              if "computed" in text else 0 for name, text in logs.items()}
+    assert sum(counts.values()) == 8, f"entries computed by each stage: {counts}"
+    assert counts[first] >= 1, counts
     assert feature_bytes(cache) == reference["features"]
 
 
