@@ -32,9 +32,10 @@ STAGE_SETTINGS: dict[str, tuple[str, ...]] = {
              "experiment.cache_dir"),
     "folds": ("folds", "experiment.seed"),
     "pretrain": ("network", "train", "pretrain", "experiment.seed", "experiment.cells"),
-    "finetune": ("network", "train", "finetune", "experiment.seed", "experiment.cells"),
-    "features": ("extract", "experiment.cells"),
-    "svm": ("svm", "experiment.seed", "experiment.cells", "report.threshold"),
+    "finetune": ("network", "train", "finetune", "classifier", "experiment.seed",
+                 "experiment.cells"),
+    "features": ("extract", "classifier", "experiment.cells"),
+    "svm": ("svm", "classifier", "experiment.seed", "experiment.cells", "report.threshold"),
     "report": ("report", "experiment"),
 }
 

@@ -117,6 +117,9 @@ def test_stamps_change_only_for_the_stages_whose_settings_changed(tmp_path):
     after = {p.name: p.stat().st_mtime_ns for p in stamps.iterdir()}
     assert [n for n in before if before[n] != after[n]] == ["svm.json"]
     assert stage_settings(load_config(path), "svm")["svm"]["C_grid"] == (0.1, 1.0)
+    # the classifier (kind, metadata) changes what finetune, features and svm compute
+    write(tmp_path, MINIMAL + "\n[svm]\nC_grid = [0.1, 1.0]\n\n[classifier]\nmetadata = [\"sex\"]\n")
+    assert sorted(write_stamps(load_config(path), stamps)) == ["features", "finetune", "svm"]
 
 
 def test_shipped_experiments_validate_and_the_papers_keep_its_protocol(monkeypatch):
