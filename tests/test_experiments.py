@@ -34,6 +34,13 @@ LITE0 = ["network.input_size=32", "train.epochs=1", "train.batch_size=16", "fold
 # Kim & Rocheteau's protocol: a hold-out with 2 runs, one epoch
 KR = ["network.input_size=32", "train.epochs=1", "train.batch_size=16", "folds.runs=2",
       "svm.C_grid=[0.1,1.0]", "svm.validation_fraction=0.3", "extract.batch_size=16"]
+# Kim & Rocheteau's grid (one experiment per backbone): the backbone -> the experiment's file stem;
+# their ImageNet weights are fixture files of the real formats (a Keras-applications no-top file,
+# a converted torchvision file) at 32 px, VGG-16's the 1/16-width one below
+GRID = {"mnasnet1.0": "mnasnet", "mobilenetv2": "mobilenetv2", "densenet121": "densenet121",
+        "squeezenet1.1": "squeezenet", "shufflenet-v2": "shufflenet", "googlenet": "googlenet",
+        "resnet50": "resnet50", "resnext50": "resnext50", "vgg16": "vgg16"}
+KERAS_NOTOP = {"mobilenetv2": "MobileNetV2", "densenet121": "DenseNet121", "resnet50": "ResNet50"}
 VGG16 = ["network.input_size=32", "network.width=0.0625", "train.epochs=1", "train.batch_size=16",
          "svm.C_grid=[0.1,1.0]", "svm.validation_fraction=0.3", "extract.batch_size=16"]
 
@@ -81,6 +88,7 @@ def project(tmp_path_factory):
     # VGG-16: a Keras-applications HDF5 with its top, 1/16 width, for 32 px
     vgg16 = build_vgg16(get_network("vgg16"), 32, 0.0625, 1000, None, 0)
     formats.write_keras_h5(vgg16, data / "vgg16_weights_tf_dim_ordering_tf_kernels.h5")
+    grid_weights = write_grid_weights(data)
     env = {**os.environ, "DERM7PT_ROOT": str(data / "derm7pt"),
            "RETINOPATHY_ROOT": str(data / "retinopathy"), "ISIC2016_ROOT": str(data / "isic2016"),
            "ISIC2020_ROOT": str(data / "isic2020"), "VGGM_WEIGHTS": str(data / "imagenet-vgg-m.npz"), "TF_CPP_MIN_LOG_LEVEL": "3"}
@@ -97,6 +105,8 @@ def project(tmp_path_factory):
         "demo-large": LITE0 + demo_data,
         # Kim & Rocheteau: the joined experiments first, then the one whose report joins them
         "kim-rocheteau2020-isic2020-cnn": KR,
+        **{f"kim-rocheteau2020-isic2020-{stem}": KR + [grid_weights[net]]
+           + (["network.width=0.0625"] if net == "vgg16" else []) for net, stem in GRID.items()},
         "kim-rocheteau2020-isic2020": KR,
         "demo-kr-cnn": KR + [f"data.root={data / 'isic2020'}"],
         "demo-kr-metadata": KR + [f"data.root={data / 'isic2020'}"],
@@ -105,6 +115,31 @@ def project(tmp_path_factory):
     for name, values in runs.items():
         make(root, "all", f"EXP=experiments/{name}.toml", set_args(values), env=env)
     return {"root": root, "env": env, "runs": runs, "data": data}
+
+
+def write_grid_weights(data: Path) -> dict[str, str]:
+    """``network.imagenet_weights=FILE`` for each backbone of ``GRID``: seeded random weights in
+    the file format each one reads (Keras applications' no-top HDF5 layout, a convert-torch
+    ``.weights.h5``), at 32 px; VGG-16's is the 1/16-width file the fixture writes."""
+    import keras
+
+    from pipeline.models.torch_backbones import TORCH_LAYOUTS
+
+    out = {"vgg16": f"network.imagenet_weights={data / 'vgg16_weights_tf_dim_ordering_tf_kernels.h5'}"}
+    for net in GRID:
+        if net == "vgg16":
+            continue
+        keras.utils.set_random_seed(3)
+        if net in KERAS_NOTOP:
+            model = getattr(keras.applications, KERAS_NOTOP[net])(
+                include_top=False, weights=None, input_shape=(32, 32, 3))
+        else:
+            model = TORCH_LAYOUTS[net].build(32, 1000)
+        path = data / f"{net}.weights.h5"
+        model.save_weights(str(path))
+        out[net] = f"network.imagenet_weights={path}"
+        keras.backend.clear_session()
+    return out
 
 
 def test_every_shipped_experiment_is_run(project):
@@ -121,6 +156,7 @@ def test_every_shipped_experiment_is_run(project):
     ("demo-large", 8 * 3 * 4, {"none", "retinopathy", "imagenet", "double"}),
     ("kim-rocheteau2020-isic2020-cnn", 1 * 2, {"none"}),
     ("kim-rocheteau2020-isic2020", 2 * 2, {"none", "imagenet"}),
+    *[(f"kim-rocheteau2020-isic2020-{stem}", 2 * 2, {"none", "imagenet"}) for stem in GRID.values()],
     ("demo-kr-cnn", 1 * 2, {"none"}),
     ("demo-kr-metadata", 2 * 2, {"none", "imagenet"}),
     ("demo-kr", 2 * 2, {"none", "imagenet"}),
@@ -143,8 +179,8 @@ def test_the_experiment_ran_every_cell_with_its_weights(project, name, runs, sou
     ("demo-kr", {"a": ["efficientnet-lite0", "standard-cnn",
                        "efficientnet-lite0 + age/sex/site (SVM)"],
                  "b": ["efficientnet-lite0", "efficientnet-lite0 + age/sex/site (SVM)"]}),
-    ("kim-rocheteau2020-isic2020", {"a": ["efficientnet-lite0", "standard-cnn"],
-                                    "b": ["efficientnet-lite0"]}),
+    ("kim-rocheteau2020-isic2020", {"a": ["efficientnet-lite0", "standard-cnn", *GRID],
+                                    "b": ["efficientnet-lite0", *GRID]}),
 ])
 def test_kim_rocheteau_table_joins_the_models_in_both_halves(project, name, models):
     out = project["root"] / "experiments" / name
