@@ -262,7 +262,8 @@ def _auc(y_idx: np.ndarray, scores: np.ndarray, n_classes: int) -> float:
 def select_and_fit(X: np.ndarray, y: Sequence, *, C_grid: Sequence[float],
                    selection: str = "paper", validation_fraction: float = 0.1,
                    n_splits: int | None = None, seed: int = 0, classes: Sequence | None = None,
-                   solver: str = "gram") -> FitResult:
+                   solver: str = "gram", validation: tuple[np.ndarray, Sequence] | None = None
+                   ) -> FitResult:
     """Choose C on stratified validation splits by AUC, then refit on all of ``X``.
 
     Args:
@@ -279,6 +280,9 @@ def select_and_fit(X: np.ndarray, y: Sequence, *, C_grid: Sequence[float],
             labels or indices into it); default the sorted unique labels. Every class must occur
             in ``y``.
         solver: see ``make_svm``.
+        validation: ``(X_val, y_val)``, a given validation part (a hold-out's, Kim & Rocheteau):
+            each C is fitted on all of ``X`` and scored on it, instead of splitting ``X``
+            (``validation_fraction`` and ``n_splits`` unused). Every class must occur in it.
 
     Returns:
         ``FitResult``. The validation AUC is the ordinary AUC for two classes and the paper's
@@ -292,7 +296,16 @@ def select_and_fit(X: np.ndarray, y: Sequence, *, C_grid: Sequence[float],
         raise PipelineError(f"unknown SVM solver {solver!r}; known solvers: {', '.join(SOLVERS)}.")
     n_splits = (1 if selection == "paper" else 10) if n_splits is None else n_splits
     class_weight = "balanced" if selection == "reference" else None
-    splits = _validation_splits(y_idx, classes, validation_fraction, n_splits, seed)
+    fit_X, fit_y = X, y_idx
+    if validation is None:
+        splits = _validation_splits(y_idx, classes, validation_fraction, n_splits, seed)
+    else:
+        X_val, _, val_idx = _check_inputs(validation[0], validation[1], classes)
+        if X_val.shape[1] != X.shape[1]:
+            raise PipelineError(f"the validation features have {X_val.shape[1]} columns, the "
+                                f"training features {X.shape[1]}.")
+        splits = [(np.arange(len(X)), np.arange(len(X), len(X) + len(X_val)))]
+        X, y_idx = np.concatenate([X, X_val]), np.concatenate([y_idx, val_idx])
     k = len(classes)
     aucs = np.zeros((len(splits), len(grid)))
     if solver == "gram":
@@ -310,7 +323,8 @@ def select_and_fit(X: np.ndarray, y: Sequence, *, C_grid: Sequence[float],
             aucs[s, c] = _auc(y_idx[val], scores, k)
     mean_auc = aucs.mean(axis=0)
     best = int(np.flatnonzero(mean_auc >= mean_auc.max() - _TIE)[0])
-    model = make_svm(grid[best], class_weight=class_weight, seed=seed, solver=solver).fit(X, y_idx)
+    model = make_svm(grid[best], class_weight=class_weight, seed=seed,
+                     solver=solver).fit(fit_X, fit_y)
     return FitResult(model=model, C_=float(grid[best]),
                      val_auc_={float(C): float(a) for C, a in zip(grid, mean_auc)},
                      classes_=classes)

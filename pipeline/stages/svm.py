@@ -2,8 +2,9 @@
 
 ``python -m pipeline svm --config EXP`` reads ``features.csv`` (written by ``extract``), the folds
 and the manifest, and for every run (cell x design x repeat x test half) L2-normalises the
-features, picks C on a stratified validation split of the training half by AUC, refits on the whole
-half and scores the test half (``pipeline.classifiers.svm``). With ``classifier.kind =
+features, picks C on a stratified validation split of the training half by AUC (on a hold-out,
+on its validation part instead), refits on the whole training half and scores the test half
+(``pipeline.classifiers.svm``). With ``classifier.kind =
 "network"`` (Kim & Rocheteau) the entries hold the fine-tuned network's own softmax outputs and
 the test half is scored with them (``network_scores``), the same files written. With ``classifier.metadata`` (Kim &
 Rocheteau's age, sex, site) the encoded metadata, fitted on the training half, join the features
@@ -50,7 +51,7 @@ from pipeline.evaluation.metrics import cell_metrics
 from pipeline.experiment import artifacts
 from pipeline.experiment.config import add_config_arguments, config_from_args
 from pipeline.features.extraction import OUTPUT_LAYER, load_features
-from pipeline.folds.table import fold_runs, half_ids, train_ids_digest
+from pipeline.folds.table import VALIDATION_PART, fold_runs, half_ids, train_ids_digest
 from pipeline.protocol import cell_name, per_training_half
 
 RESULT_KEYS = ["source", "finetune", "design", "repeat", "test_half"]
@@ -163,7 +164,9 @@ def run_one(run: Run, folds: pd.DataFrame, labels: pd.Series, svm: dict, seed: i
     # Two halves per repeat: the run trains on the one it does not test on.
     train_ids = np.array(half_ids(folds, run.repeat, 3 - run.test_half), dtype=object)
     test_ids = np.array(half_ids(folds, run.repeat, run.test_half), dtype=object)
-    missing = [i for i in np.concatenate([train_ids, test_ids]) if i not in row_of.index]
+    # A hold-out's validation part (half 3) picks C; 5x2 and official splits have none.
+    val_ids = np.array(half_ids(folds, run.repeat, VALIDATION_PART), dtype=object)
+    missing = [i for i in np.concatenate([train_ids, test_ids, val_ids]) if i not in row_of.index]
     if missing:
         raise PipelineError(f"feature entry {run.features} lacks {len(missing)} images of run "
                             f"{run.name} (e.g. {missing[:3]}); rerun `make features`.")
@@ -180,8 +183,10 @@ def run_one(run: Run, folds: pd.DataFrame, labels: pd.Series, svm: dict, seed: i
                                 "`classifier.kind = \"network\"` scores; rerun `make features`.")
         scores, C = network_scores(X_test), np.nan
     else:
+        validation = (np.asarray(X[row_of[val_ids].to_numpy()]), labels[val_ids].to_numpy(),
+                      val_ids) if len(val_ids) else None
         scores, C = _svm_scores(X_train, y_train, X_test, classes, train_ids, test_ids, svm,
-                                seed, metadata)
+                                seed, metadata, validation)
     metrics = cell_metrics(y_test, scores, classes, threshold if len(classes) == 2 else 0.0)
     keys = {"source": run.source, "finetune": run.finetune, "design": run.design,
             "repeat": run.repeat, "test_half": run.test_half}
@@ -198,17 +203,24 @@ def run_one(run: Run, folds: pd.DataFrame, labels: pd.Series, svm: dict, seed: i
     return row, predictions, provenance
 
 
-def _svm_scores(X_train, y_train, X_test, classes, train_ids, test_ids, svm, seed, metadata):
-    """The SVM's test scores and chosen C, metadata joined first when given."""
+def _svm_scores(X_train, y_train, X_test, classes, train_ids, test_ids, svm, seed, metadata,
+                validation=None):
+    """The SVM's test scores and chosen C, metadata joined first when given. ``validation``:
+    ``(X, y, ids)`` of a hold-out's validation part, on which C is chosen (else on a split of the
+    training part, ``svm.validation_fraction``)."""
     if metadata is not None and len(metadata.columns):
         encoder = MetadataEncoder(list(metadata.columns)).fit(metadata.loc[train_ids])
-        X_train = join_metadata(X_train, encoder.transform(metadata.loc[train_ids]),
-                                len(metadata.columns))
-        X_test = join_metadata(X_test, encoder.transform(metadata.loc[test_ids]),
-                               len(metadata.columns))
+
+        def joined(X, ids):
+            return join_metadata(X, encoder.transform(metadata.loc[ids]), len(metadata.columns))
+
+        X_train, X_test = joined(X_train, train_ids), joined(X_test, test_ids)
+        if validation is not None:
+            validation = (joined(validation[0], validation[2]), *validation[1:])
     fit = select_and_fit(X_train, y_train, C_grid=svm["C_grid"], selection=svm["selection"],
                          validation_fraction=svm["validation_fraction"], seed=seed,
-                         classes=classes)
+                         classes=classes,
+                         validation=None if validation is None else validation[:2])
     return decision_scores(fit, X_test), fit.C_
 
 
