@@ -201,7 +201,7 @@ def write_report(out_dir: str | os.PathLike, metrics: pd.DataFrame, predictions:
                  paper_difficulty: pd.DataFrame | None = PAPER_TABLE4,
                  difficulty_cell: str = "imagenet+ft", threshold: float = 0.0,
                  n_boot: int = 1000, seed: int = 0, extra_sections: Sequence[str] = (),
-                 training: pd.DataFrame | None = None) -> Path:
+                 training: pd.DataFrame | None = None, holdout: bool = False) -> Path:
     """Write ``report.md``, ``auc.png``, ``roc.png``, ``referral.png``, ``referral.csv`` and
     ``comparisons.csv`` into ``out_dir``.
 
@@ -225,6 +225,10 @@ def write_report(out_dir: str | os.PathLike, metrics: pd.DataFrame, predictions:
         extra_sections: markdown lines inserted before the comparisons (e.g. Table 3).
         training: ``pipeline.reporting.training.training_rows`` of the experiment's trained
             networks, for the section on whether they learned (None: no such section).
+        holdout: a hold-out experiment (Kim & Rocheteau's protocol): Menegola's sections that do
+            not apply are left out (the paper's 5x2cv effects, Table 4 by difficulty and the
+            5x2cv comparisons between cells; ``comparisons.csv`` is still written, empty); its
+            own tables come in ``extra_sections``.
 
     Returns:
         The path of ``report.md``.
@@ -248,7 +252,8 @@ def write_report(out_dir: str | os.PathLike, metrics: pd.DataFrame, predictions:
         per_run = run_difficulty_aucs(difficulty_predictions(predictions, manifest,
                                                              difficulty_cell))
         difficulty = difficulty_effects(per_run) if len(per_run) else None
-    lines += effects_section(cell_effects(table), difficulty, difficulty_cell)
+    if not holdout:
+        lines += effects_section(cell_effects(table), difficulty, difficulty_cell)
     if training is not None:
         lines += training_section(training)
 
@@ -269,17 +274,21 @@ def write_report(out_dir: str | os.PathLike, metrics: pd.DataFrame, predictions:
               "mean AUC of the plotted curves (for the 3-class design: melanoma against the rest, "
               "not Table 1's one-vs-one mean).", "", "![ROC curves per design](roc.png)", ""]
     lines += referral_section(predictions, out, threshold)
-    lines += _difficulty_section(predictions, manifest, difficulty_cell, paper_difficulty) + [""]
+    if not holdout:
+        lines += _difficulty_section(predictions, manifest, difficulty_cell, paper_difficulty)
+        lines += [""]
 
     lines += list(extra_sections)
-    lines += ["## Comparisons between cells", ""]
-    if is_5x2(frame):
-        lines += ["AUC of cell a minus cell b (in points), with Dietterich's 5x2cv paired t test "
+    comparisons_text = [] if holdout else ["## Comparisons between cells", ""]
+    if holdout:
+        lines += comparisons_text  # the 5x2cv tests do not apply; Table 1 (KR) has its t tests
+    elif is_5x2(frame):
+        lines += comparisons_text + ["AUC of cell a minus cell b (in points), with Dietterich's 5x2cv paired t test "
                   "(its numerator the difference of repeat 1's run trained on half 1 and tested on "
                   "half 2, as Dietterich 1998 and mlxtend define it) and Alpaydin's combined 5x2cv "
                   "F test; * marks p < 0.05. Also in `comparisons.csv`.", "", format_comparison_table(table)]
     else:
-        lines += ["Not computed: the 5x2cv tests need 5 repeats x 2 test halves per cell, and this "
+        lines += comparisons_text + ["Not computed: the 5x2cv tests need 5 repeats x 2 test halves per cell, and this "
                   "experiment's cells have other run counts (e.g. one official train/test split)."]
     write_csv(out / "comparisons.csv", table)
 

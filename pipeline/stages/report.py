@@ -196,6 +196,7 @@ def run(args: argparse.Namespace) -> int:
         extra_sections=isic2016_section(config, metrics)
         + (kim_rocheteau_section(config, metrics, predictions)
            if config["folds"]["scheme"] == "holdout" else architectures_section(config, metrics))
-        + attributions_section(config.output_dir))
+        + attributions_section(config.output_dir),
+        holdout=config["folds"]["scheme"] == "holdout")
     print(f"report: {path}")
     return 0

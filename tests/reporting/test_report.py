@@ -438,3 +438,22 @@ def test_referral_section_files_and_the_no_referral_point(grid, tmp_path):
                       & (saved["policy"] == policy)]
         first = curve.loc[curve["missed"] <= 0.05, "rate"].min()
         assert float(cells[3]) == pytest.approx(100 * first), cells
+
+
+def test_holdout_report_leaves_out_menegolas_sections(tmp_path):
+    """A hold-out experiment (Kim & Rocheteau) gets neither the 5x2cv effects and comparisons nor
+    Menegola's Table 4, even with a difficulty column and 10 runs per cell; a 5x2 one keeps them."""
+    manifest = make_manifest(n=60)
+    predictions = make_predictions(manifest, [("none", True), ("imagenet", True)], repeats=5)
+    metrics = metrics_from(predictions)
+    kept = report.write_report(tmp_path / "5x2", metrics, predictions, manifest, n_boot=20,
+                               paper_table=None).read_text()
+    extra = ["## Table 1 (Kim & Rocheteau 2020)", "", "their table"]
+    text = report.write_report(tmp_path / "holdout", metrics, predictions, manifest, n_boot=20,
+                               paper_table=None, extra_sections=extra,
+                               holdout=True).read_text()
+    menegola = ("## The paper's effects, tested on these runs", "## Table 4: AUC (%) by diagnostic "
+                "difficulty", "## Comparisons between cells", "5x2cv")
+    assert all(h in kept for h in menegola)
+    assert not any(h in text for h in menegola), [h for h in menegola if h in text]
+    assert "## Table 1 (Kim & Rocheteau 2020)" in text and "## Cells not run" in text
