@@ -33,8 +33,22 @@ def noise_with_metadata(n: int = 240, seed: int = 0):
     return images, y, meta
 
 
-def fitted(tmp_path, with_metadata: bool):
-    images, y, meta = noise_with_metadata()
+def image_signal_with_noise_metadata(n: int = 240, seed: int = 1):
+    """The label is carried by the images only (a brighter centre patch, 10% labels flipped);
+    the metadata are independent of it."""
+    rng = np.random.default_rng(seed)
+    y = rng.integers(0, 2, n).astype(np.int64)
+    images = rng.integers(0, 200, (n, SIZE, SIZE, 3)).astype(np.int64)
+    images[y == 1, 10:22, 10:22, :] += 55
+    meta = pd.DataFrame({"age": rng.integers(20, 90, n).astype(str),
+                         "sex": rng.choice(["male", "female"], n),
+                         "site": rng.choice(["torso", "head/neck", "lower extremity"], n)})
+    flip = rng.random(n) < 0.1
+    return images.astype(np.uint8), np.where(flip, 1 - y, y), meta
+
+
+def fitted(tmp_path, with_metadata: bool, data=noise_with_metadata):
+    images, y, meta = data()
     spec = get_network("standard-cnn")
     base = build_network("standard-cnn", weights=None, input_size=SIZE, classes=2, seed=0)
     train, test = np.arange(180), np.arange(180, 240)
@@ -44,7 +58,7 @@ def fitted(tmp_path, with_metadata: bool):
         else base
     train_classifier(model, images[train], y[train], recipe=RECIPE,
                      preprocess=lambda x: x / 255.0 - 0.5, seed=0,
-                     workdir=tmp_path / str(with_metadata), progress=False,
+                     workdir=tmp_path / f"{data.__name__}-{with_metadata}", progress=False,
                      metadata=encoded[train] if with_metadata else None)
     x = images[test].astype(np.float32) / 255.0 - 0.5
     inputs = [x, encoded[test]] if with_metadata else x
@@ -57,6 +71,15 @@ def test_metadata_only_label_is_learned_with_the_branch_and_not_without(tmp_path
     without = fitted(tmp_path, False)
     assert with_branch > 0.85, with_branch
     assert without < 0.7, without
+
+
+def test_an_image_only_signal_is_not_hurt_much_by_the_branch(tmp_path):
+    """The reverse of the test above (classifier.kind = network): metadata without signal, fused
+    by the branch, costs the images' signal little."""
+    without = fitted(tmp_path, False, image_signal_with_noise_metadata)
+    with_branch = fitted(tmp_path, True, image_signal_with_noise_metadata)
+    assert without > 0.8, without  # the images' signal is learned
+    assert with_branch > without - 0.05, (with_branch, without)
 
 
 def test_the_branch_shares_the_backbone_and_checks_its_inputs(tmp_path):
