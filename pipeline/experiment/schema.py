@@ -247,6 +247,13 @@ SCHEMA: dict[str, dict[str, Key]] = {
                        description="target dataset adapter"),
         "root": Key(kind="str", default=None, required=True,
                     description="dataset folder (${VAR} reads the environment)"),
+        "extra_dataset": Key(kind="choice", default="", choices=("",) + SKIN_DATASETS,
+                             description="a second dataset whose melanoma cases only are added "
+                                         "to the target's before the split (Kim & Rocheteau "
+                                         "2020's extra malignant cases, in every part as their "
+                                         "60/20/20 split of the 37,648 images); empty: none"),
+        "extra_root": Key(kind="str", default="",
+                          description="the extra_dataset's folder (${VAR} reads the environment)"),
         "keep_acral": Key(kind="bool", default=False,
                           description="derm7pt: keep acral lesions (the paper excludes them)"),
         "crop_black_frame": Key(kind="bool", default=True,

@@ -81,6 +81,8 @@ def make_dependencies(config: Config) -> dict[str, list[str]]:
         joins).
     """
     labels = label_files(config["data"]["dataset"], config["data"]["root"])
+    if config["data"]["extra_dataset"]:
+        labels += label_files(config["data"]["extra_dataset"], config["data"]["extra_root"])
     if set(config.sources) & RETINOPATHY_SOURCES:
         labels += label_files("retinopathy", config["pretrain"]["retinopathy_root"])
     report = []

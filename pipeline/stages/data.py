@@ -22,6 +22,7 @@ from pipeline.cache.files import write_csv
 from pipeline.console import log
 from pipeline.data.datasets import DATASETS, build_manifest, retinopathy_subset, summary
 from pipeline.data.manifest import write_manifest
+from pipeline.data.vocabulary import MELANOMA
 from pipeline.errors import PipelineError
 from pipeline.experiment import artifacts
 from pipeline.experiment.config import Config, add_config_arguments, config_from_args
@@ -49,10 +50,47 @@ def _decoded(config: Config, frame: pd.DataFrame, dataset: str, prefix: str) -> 
     return frame.drop(columns="abspath")
 
 
+def with_extra_melanomas(config: Config, frame: pd.DataFrame) -> pd.DataFrame:
+    """``frame`` plus the melanoma cases of ``data.extra_dataset`` (Kim & Rocheteau's extra
+    malignant cases, added before the split, as they did); ``frame`` itself when it is empty.
+
+    Raises:
+        PipelineError: an extra dataset without ``data.extra_root`` (or a root without a dataset),
+            or image ids or groups it shares with the target dataset, naming the keys.
+    """
+    data = config["data"]
+    if not data["extra_dataset"]:
+        if data["extra_root"]:
+            raise PipelineError(f"{config.path}: data.extra_root = {data['extra_root']!r} is set "
+                                "but data.extra_dataset is not; name its format (e.g. "
+                                "data.extra_dataset = \"isic_archive\") or remove extra_root.")
+        return frame
+    if not data["extra_root"]:
+        raise PipelineError(f"{config.path}: data.extra_dataset = {data['extra_dataset']!r} needs "
+                            "data.extra_root, the folder of that dataset as published.")
+    extra = build_manifest(data["extra_dataset"], data["extra_root"], keep_acral=False)
+    extra = extra[extra["category"] == MELANOMA]
+    for column in ("image", "group"):
+        shared = sorted(set(extra[column]) & set(frame[column]) - {""})
+        if shared:
+            raise PipelineError(
+                f"{config.path}: data.extra_dataset ({data['extra_root']}) shares {len(shared)} "
+                f"{column} ids with data.root ({data['root']}), e.g. {shared[:3]}: the same "
+                "images or patients twice would leak across the split; use another extra "
+                "dataset or remove the duplicates from it.")
+    log(f"data: {len(extra)} melanoma cases added from {data['extra_dataset']} "
+        f"({data['extra_root']})")
+    attrs = dict(frame.attrs)
+    out = pd.concat([frame, extra], ignore_index=True)
+    out.attrs.update(attrs)
+    return out
+
+
 def prepare_data(config: Config) -> None:
     """The ``data`` stage: ``manifest.csv`` (and ``retinopathy_manifest.csv``) of the experiment."""
     data = config["data"]
     frame = build_manifest(data["dataset"], data["root"], keep_acral=data["keep_acral"])
+    frame = with_extra_melanomas(config, frame)
     attrs = dict(frame.attrs)
     frame = _decoded(config, frame, "target", "")
     frame.attrs.update(attrs)

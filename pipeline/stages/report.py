@@ -60,7 +60,12 @@ def experiment_header(config) -> dict:
     header = {
         "experiment": config.name, "description": config["experiment"]["description"],
         "config": str(config.path),
-        "dataset": f"{config['data']['dataset']} ({config['data']['root']})",
+        "dataset": f"{config['data']['dataset']} ({config['data']['root']})" + (
+            f" + the melanoma cases of {config['data']['extra_dataset']} "
+            f"({config['data']['extra_root']}), added before the split (in every part, as Kim "
+            "& Rocheteau's extra malignant cases)" if config["data"]["extra_dataset"]
+            else (" (no extra malignant cases: the paper adds a second dataset's, "
+                  "data.extra_dataset)" if config["folds"]["scheme"] == "holdout" else "")),
         "network": f"{arch['network']}, input {arch['input_size']}x{arch['input_size']}, "
                    f"width x{arch['width']:g}, features `{spec.feature_layer}` ({width})",
         "cells": ", ".join(c.name for c in config.cells),
