@@ -92,7 +92,9 @@ def experiment_header(config) -> dict:
         header["classifier"] = "the fine-tuned network's own output (log-odds), no SVM"
     else:
         header["svm"] = (f"C in {list(config['svm']['C_grid'])}, selection "
-                         f"{config['svm']['selection']}")
+                         f"{config['svm']['selection']}" + (
+                             ", chosen by AUC on the hold-out's validation part"
+                             if config["folds"]["scheme"] == "holdout" else ""))
     if config["classifier"]["metadata"]:
         header["metadata"] = ", ".join(config["classifier"]["metadata"]) + \
             " (one-hot with unknown, age standardised on the training half)"

@@ -108,3 +108,22 @@ def test_extra_dataset_errors_name_the_keys(datasets, tmp_path, monkeypatch):
     with pytest.raises(PipelineError, match=str(root / "nowhere")):
         _run(tmp_path, root, f'extra_dataset = "isic2020"\nextra_root = "{root / "nowhere"}"',
              monkeypatch)
+
+
+def test_report_header_declares_the_extra_cases_and_the_holdout_svm(datasets, tmp_path):
+    from pipeline.experiment.config import load_config
+    from pipeline.stages.report import experiment_header
+
+    root, _ = datasets
+    config = tmp_path / "x.toml"
+    text = EXPERIMENT.format(root=root / "target", extra="").replace('kind = "network"',
+                                                                      'kind = "svm"')
+    config.write_text(text)
+    header = experiment_header(load_config(config))
+    assert "no extra malignant cases" in header["dataset"]
+    assert "chosen by AUC on the hold-out's validation part" in header["svm"]
+    config.write_text(EXPERIMENT.format(root=root / "target", extra=(
+        f'extra_dataset = "isic2020"\nextra_root = "{root / "extra"}"')))
+    header = experiment_header(load_config(config))
+    assert f"+ the melanoma cases of isic2020 ({root / 'extra'}), added before the split" in \
+        header["dataset"]
