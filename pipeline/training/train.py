@@ -193,6 +193,9 @@ def train_classifier(model: keras.Model, images: np.ndarray, y: np.ndarray, *, r
     elif len(model.inputs) != 1:
         raise PipelineError("the model has a metadata input; pass metadata=... to train it.")
     strategy, original = None, model
+    if recipe.jit_compile and devices == "all":
+        raise PipelineError("train.devices = 'all' with train.jit_compile: the mirrored step is "
+                            "not XLA-compiled; turn one off.")
     if devices == "all":
         from pipeline.training.mirrored import replicate, strategy_for_all_devices
 
