@@ -144,3 +144,17 @@ def test_the_report_header_declares_each_numerics_option(tmp_path):
     plain.write_text('[experiment]\nname = "x"\ncells = ["none"]\n[data]\ndataset = "derm7pt"\nroot = "r"\n',
                      encoding="utf-8")
     assert compute_options(load_config(plain)) == ""
+
+
+def test_xla_on_a_max_pooling_network_is_refused_naming_the_key(tmp_path):
+    """Under deterministic ops XLA has no max-pool gradient kernel: a clear error, not a crash."""
+    keras.utils.set_random_seed(0)
+    inputs = keras.Input((32, 32, 3))
+    h = keras.layers.MaxPooling2D(2)(keras.layers.Conv2D(4, 3, activation="relu")(inputs))
+    model = keras.Model(inputs, keras.layers.Dense(2, activation="softmax")(
+        keras.layers.GlobalAveragePooling2D()(h)))
+    images, y = squares()
+    with pytest.raises(PipelineError, match=r"train.jit_compile = true: XLA cannot compile.*"
+                                            r"Set train.jit_compile = false"):
+        train_classifier(model, images, y, recipe=TrainRecipe(jit_compile=True, epochs=1),
+                         preprocess=scale, seed=0, workdir=tmp_path, progress=False)
