@@ -1,5 +1,6 @@
-"""The finetune and features stages as task farms on a Dask cluster (pipeline.compute), on the
-tiny experiment of tests/stages/test_stages.py (VGG-M at 48 px, 1/16 width, 2 repeats).
+"""The pretrain, finetune, features and explain stages as task farms on a Dask cluster
+(pipeline.compute), on the tiny experiment of tests/experiment_fixture.py (VGG-M at 48 px, 1/16
+width, 2 repeats; here cells none and none+ft, 48 cases).
 
 A ``LocalCluster`` of 2 worker processes is started here and handed to the stages by address
 (``compute.scheduler = "tcp://..."``, the path a ``local-cluster`` or SLURM run takes too), with
@@ -27,6 +28,7 @@ import distributed  # the `dask` extra, installed by `make test`
 import pandas as pd
 import pytest
 
+from experiment_fixture import build_tiny, run_stage
 from pipeline.cache.entries import entry_complete
 from pipeline.cache.files import read_json
 from pipeline.cli import main
@@ -34,42 +36,10 @@ from pipeline.errors import PipelineError
 
 pytestmark = pytest.mark.slow
 
-CONFIG = """
-[experiment]
-name = "tiny"
-seed = 3
-cells = ["none", "none+ft"]
-cache_dir = "{cache}"
-
-[data]
-dataset = "derm7pt"
-root = "{root}"
-
-[folds]
-designs = ["melanoma_vs_benign"]
-repeats = 2
-
-[network]
-name = "vgg-m"
-input_size = 48
-width = 0.0625
-
-[train]
-epochs = 3
-batch_size = 16
-learning_rate = 0.01
-
-[extract]
-batch_size = 8
-"""
 RESULTS = ("networks.json", "finetuned.csv", "features.csv", "metrics.csv", "predictions.csv")
 
 
-def stage(name: str, config: Path, *sets: str) -> None:
-    argv = [name, "--config", str(config)]
-    for item in sets:
-        argv += ["--set", item]
-    assert main(argv) == 0, f"stage {name} failed"
+stage = run_stage  # the stage through the command line, with --set items
 
 
 def reset_cache(base: Path, cache: Path) -> None:
@@ -102,16 +72,10 @@ def tiny(tmp_path_factory):
     """The experiment after data and folds (cache ``data-cache``) and after pretrain (``base``),
     and the local scheduler's pretrain, finetune, features and svm results (``reference``: the result files' bytes, the feature
     entries' bytes, the trained networks' weight digests)."""
-    from pipeline.demo.writer import write_demo_data
-
     root = tmp_path_factory.mktemp("dask")
-    write_demo_data(root / "data", seed=1, skin_cases=48, fundus_images=8)
-    config = root / "experiments" / "tiny.toml"
-    config.parent.mkdir()
+    config = build_tiny(root, stages=("data", "folds"), skin_cases=48, fundus_images=8,
+                        cells=("none", "none+ft"), extra="")
     cache = root / "cache"
-    config.write_text(CONFIG.format(root=root / "data" / "derm7pt", cache=cache), encoding="utf-8")
-    for name in ("data", "folds"):
-        stage(name, config)
     shutil.copytree(cache, root / "data-cache")
     stage("pretrain", config)
     shutil.copytree(cache, root / "base")
