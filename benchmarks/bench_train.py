@@ -24,10 +24,16 @@ CASES = [
     ("vgg16", 224, 1.0, 8, 24, 2),      # the paper's VGG-16
 ]
 QUICK = [("vgg-m", 64, 0.125, 32, 96, 2)]
+# XLA (train.jit_compile) on against off, interleaved repeats, median: EfficientNet-Lite0 at the
+# demo's 48 px (VGG-M's max-pool gradient has no deterministic XLA kernel: refused, see train.py).
+XLA_CASE, XLA_REPEATS = ("efficientnet-lite0", 48, 1.0, 32, 192, 3), 3
+XLA_QUICK = ("efficientnet-lite0", 32, 1.0, 8, 16, 1)
 
 
-def measure(name: str, size: int, width: float, batch: int, n: int, epochs: int) -> dict:
-    """Train a fresh network on ``n`` random images; returns the last epoch's throughput."""
+def measure(name: str, size: int, width: float, batch: int, n: int, epochs: int,
+            jit_compile: bool = False) -> dict:
+    """Train a fresh network on ``n`` random images; returns the last epoch's throughput
+    (``jit_compile``: the recipe's XLA option)."""
     from pipeline.models.build import build_network
     from pipeline.models.registry import get_network
     from pipeline.models.preprocessing import preprocess
@@ -42,8 +48,8 @@ def measure(name: str, size: int, width: float, batch: int, n: int, epochs: int)
     mean = np.full(3, 127.5)
     started = time.perf_counter()
     with tempfile.TemporaryDirectory() as work:
-        result = train_classifier(model, images, y, recipe=TrainRecipe(epochs=epochs,
-                                                                       batch_size=batch),
+        result = train_classifier(model, images, y, recipe=TrainRecipe(
+                                      epochs=epochs, batch_size=batch, jit_compile=jit_compile),
                                   preprocess=lambda x: preprocess(spec, x, mean), seed=0,
                                   workdir=Path(work), progress=False)
     from pipeline.training.augment import epoch_length
@@ -85,13 +91,48 @@ if __name__ == "__main__":
     main()
 
 
+def xla_rows(quick: bool) -> list[dict]:
+    """Median over interleaved repeats (off, on, off, on, ...) of XLA off and on."""
+    case, repeats = (XLA_QUICK, 1) if quick else (XLA_CASE, XLA_REPEATS)
+    runs: dict[bool, list[dict]] = {False: [], True: []}
+    for _ in range(repeats):
+        for jit in (False, True):
+            runs[jit].append(measure(*case, jit_compile=jit))
+    rows = []
+    for jit, found in runs.items():
+        rates = sorted(r["images_per_s"] for r in found)
+        rows.append({**found[0], "jit": jit, "repeats": repeats,
+                     "images_per_s": float(np.median(rates)), "low": rates[0], "high": rates[-1],
+                     "wall_s": float(np.median([r["wall_s"] for r in found]))})
+    return rows
+
+
+def xla_table(rows: list[dict]) -> str:
+    base = rows[0]["images_per_s"]
+    lines = ["| jit_compile | network | input | width | batch | images/s, median [min, max] | "
+             "vs off | run wall s (median) |", "|---|---|---|---|---|---|---|---|"]
+    lines += [f"| {'on' if r['jit'] else 'off'} | {r['network']} | {r['input']} | "
+              f"{r['width']:g} | {r['batch']} | {r['images_per_s']:.1f} [{r['low']:.1f}, "
+              f"{r['high']:.1f}] | {r['images_per_s'] / base:.2f}x | {r['wall_s']:.1f} |"
+              for r in rows]
+    return "\n".join(lines)
+
+
 def section(quick: bool = False) -> str:
-    """The ``make bench`` section: training throughput per network and input size."""
+    """The ``make bench`` section: training throughput per network and input size, and XLA
+    (``train.jit_compile``) on against off."""
     rows = [measure(*case) for case in (QUICK if quick else CASES)]
+    xla = xla_rows(quick)
     return "\n".join([
         "Command: `python benchmarks/bench_train.py" + (" --quick" if quick else "") + "`", "",
         "`pipeline.training.train.train_classifier` (the code path of `pretrain` and `finetune`: tf.data "
         "from a uint8 array, minority augmentation to balance 1:2 classes, SGD with Nesterov "
         "momentum, L2, a validation pass per epoch) on random images, networks with weights "
         "none. Images/s: training examples of the last epoch (after balancing) over its training "
-        "time; the first epoch pays for tracing.", "", table(rows), ""])
+        "time; the first epoch pays for tracing.", "", table(rows), "",
+        f"XLA (`train.jit_compile = true`) against the default, {xla[0]['repeats']} interleaved "
+        "repeat(s) (off, on, off, on, ...), median: the same training on this machine's CPU "
+        "only. The wall time includes XLA's compilation. `train.mixed_precision` is not "
+        "measured: without a GPU it is ignored and trains in float32 (the default path). GPU "
+        "figures (XLA and mixed_float16 on a GPU) were not measured: no GPU here.", "",
+        xla_table(xla), ""])

@@ -194,7 +194,12 @@ _RECIPE = dict([
     _recipe_key("rotation_degrees", kind="float", minimum=0, maximum=180,
                 description="random rotation range (±degrees)"),
     _recipe_key("flip", kind="bool", description="random flips in the augmentation"),
-    _recipe_key("mixed_precision", kind="bool", description="float16 compute on a GPU"),
+    _recipe_key("mixed_precision", kind="bool",
+                description="mixed_float16 compute on a GPU, output softmax in float32 (a CPU "
+                            "ignores it: float32, logged)"),
+    _recipe_key("jit_compile", kind="bool",
+                description="XLA-compile the training and validation steps (off: TensorFlow's "
+                            "default, the paper's numbers; on: in the network's cache key)"),
     _recipe_key("batchnorm", kind="choice", choices=("moving", "precise"),
                 description="BatchNormalization's inference statistics: Keras's 'moving' "
                             "averages or 'precise' (recomputed over the training images every "
@@ -315,6 +320,9 @@ SCHEMA: dict[str, dict[str, Key]] = {
         "batch_size": Key(kind="int", default=32, minimum=1,
                           description="images per forward pass (part of the features' key: "
                                       "it changes the float rounding)"),
+        "jit_compile": Key(kind="bool", default=False,
+                           description="XLA-compile the forward pass (off: TensorFlow's default; "
+                                       "on: in the features' key, float rounding changes)"),
     },
     "svm": {
         "C_grid": Key(kind="list", default=[10.0 ** k for k in range(-3, 5)],

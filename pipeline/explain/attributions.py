@@ -19,6 +19,7 @@ import numpy as np
 from pipeline.errors import PipelineError
 
 DEFAULT_STEPS = 64
+METHODS = ("ig", "gradcam")  # integrated gradients, Grad-CAM
 
 
 @dataclass(frozen=True)

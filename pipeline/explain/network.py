@@ -15,14 +15,13 @@ import numpy as np
 from pipeline.errors import PipelineError
 from pipeline.explain.attributions import (
     DEFAULT_STEPS,
+    METHODS,
     Attribution,
     grad_cam,
     integrated_gradients,
     last_conv_layer,
 )
 from pipeline.explain.targets import svm_score, svm_target
-
-METHODS = ("ig", "gradcam")
 
 
 def explain_svm(feature_model: Any, preprocess: Callable, w: np.ndarray, b: float,

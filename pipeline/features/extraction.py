@@ -43,7 +43,8 @@ OUTPUT_LAYER = "softmax output"  # the key's layer for a network's own outputs
 
 def feature_key(net_entry: str | Path, images, ids: list[str], batch_size: int,
                 device: str = "cpu", mean: np.ndarray | None = None,
-                outputs: bool = False, metadata: np.ndarray | None = None) -> dict:
+                outputs: bool = False, metadata: np.ndarray | None = None,
+                jit_compile: bool = False) -> dict:
     """Everything that determines a feature entry's bytes, read from the network entry's manifest
     (so a cached entry is found without building the network).
 
@@ -53,7 +54,8 @@ def feature_key(net_entry: str | Path, images, ids: list[str], batch_size: int,
     centred on each run's training half). ``outputs``: the network's own softmax outputs instead
     of the feature layer (``classifier.kind = "network"``); the key's ``layer`` is then
     ``OUTPUT_LAYER``. ``metadata``: the encoded metadata rows fed to a network with a metadata
-    branch (their digest joins the key).
+    branch (their digest joins the key). ``jit_compile``: the forward pass XLA-compiled
+    (``extract.jit_compile``; in the key only when on, so default keys are unchanged).
     """
     from pipeline.models.registry import get_network
 
@@ -68,6 +70,8 @@ def feature_key(net_entry: str | Path, images, ids: list[str], batch_size: int,
             "device": device}
     if metadata is not None:
         key["metadata"] = hash_bytes(np.ascontiguousarray(metadata, np.float32).tobytes())
+    if jit_compile:
+        key["jit_compile"] = True
     return key
 
 
@@ -75,7 +79,7 @@ def extract_features(net: netstore.StoredNetwork, images, ids: list[str], entry:
                      batch_size: int = 32, device: str = "cpu", mean: np.ndarray | None = None,
                      train_ids: str | None = None, progress: bool = True,
                      stop_after_chunks: int | None = None, outputs: bool = False,
-                     metadata: np.ndarray | None = None) -> bool:
+                     metadata: np.ndarray | None = None, jit_compile: bool = False) -> bool:
     """Compute the feature layer's output for ``ids`` into the cache entry ``entry``.
 
     Args:
@@ -94,6 +98,8 @@ def extract_features(net: netstore.StoredNetwork, images, ids: list[str], entry:
             feature layer's (the network as the classifier).
         metadata: float32 array of shape (len(ids), d), the encoded metadata of each image, for
             a network with a metadata branch (only with ``outputs``).
+        jit_compile: XLA-compile the forward pass (``tf.function(jit_compile=True)``; part of
+            the key when on).
 
     Returns:
         Whether this call computed the entry (``False``: it was complete already, perhaps made by
@@ -101,23 +107,24 @@ def extract_features(net: netstore.StoredNetwork, images, ids: list[str], entry:
         ``features.npy`` of shape (len(ids), feature width), float32; its manifest records the
         training images of the network (``train_ids``), when it has them.
     """
-    inputs = feature_key(net.entry, images, ids, batch_size, device, mean, outputs, metadata)
+    inputs = feature_key(net.entry, images, ids, batch_size, device, mean, outputs, metadata,
+                         jit_compile)
     with claim(entry) as todo:
         if todo:
             _extract_into(net, images, ids, entry, inputs, batch_size, progress,
                           stop_after_chunks, net.mean if mean is None else mean,
-                          train_ids or net.info.get("train_ids"), outputs, metadata)
+                          train_ids or net.info.get("train_ids"), outputs, metadata, jit_compile)
     return todo
 
 
 def _extract_into(net, images, ids, entry, inputs, batch_size, progress, stop_after_chunks,
-                  mean, train_ids, outputs=False, metadata=None):
+                  mean, train_ids, outputs=False, metadata=None, jit_compile=False):
     import tensorflow as tf
 
     from pipeline.models.preprocessing import preprocess
 
     entry.mkdir(parents=True, exist_ok=True)
-    fmodel, infer = _inference(net, outputs)
+    fmodel, infer = _inference(net, outputs, jit_compile)
     width = int(fmodel.output_shape[-1])
     rows = images.index_of(ids)
     n = len(ids)
@@ -178,17 +185,21 @@ def _extract_into(net, images, ids, entry, inputs, batch_size, progress, stop_af
 _INFERENCE: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
 
 
-def _inference(net: netstore.StoredNetwork, outputs: bool = False):
+def _inference(net: netstore.StoredNetwork, outputs: bool = False, jit_compile: bool = False):
+    """``(feature model, its traced call)``; with ``jit_compile`` the call is XLA-compiled (else
+    ``jit_compile`` is left unset: TensorFlow's default, as before the option existed)."""
     import tensorflow as tf
 
     from pipeline.models.build import feature_model
 
     cached = _INFERENCE.setdefault(net.model, {})
-    if outputs not in cached:
-        fmodel = net.model if outputs else feature_model(net.model, net.spec)
-        cached[outputs] = (fmodel, tf.function(lambda x: fmodel(x, training=False),
-                                               reduce_retracing=True))
-    return cached[outputs]
+    if (outputs, jit_compile) not in cached:
+        fmodel = (cached[outputs, not jit_compile][0] if (outputs, not jit_compile) in cached
+                  else net.model if outputs else feature_model(net.model, net.spec))
+        cached[outputs, jit_compile] = (fmodel, tf.function(
+            lambda x: fmodel(x, training=False), reduce_retracing=True,
+            jit_compile=True if jit_compile else None))
+    return cached[outputs, jit_compile]
 
 
 def load_features(entry: str | Path) -> tuple[np.ndarray, list[str]]:

@@ -24,15 +24,21 @@ import sys
 import numpy as np
 import pandas as pd
 
-from pipeline.cache.files import read_json, write_csv
+from pipeline.cache.entries import entry_complete
+from pipeline.cache.files import read_json, short_key, write_csv
 from pipeline.classifiers.svm import decision_scores, select_and_fit
 from pipeline.data.designs import apply_design, get_design
+from pipeline.compute.cluster import open_client
+from pipeline.compute.farm import Task, call, run_tasks
+from pipeline.console import log
 from pipeline.errors import PipelineError
 from pipeline.experiment import artifacts
 from pipeline.experiment.config import add_config_arguments, config_from_args
-from pipeline.explain.attributions import DEFAULT_STEPS
+from pipeline.explain.attributions import DEFAULT_STEPS, METHODS
+from pipeline.explain.entries import attribution_key, attribution_task, read_attribution
 from pipeline.features.extraction import load_features
 from pipeline.folds.table import half_ids
+from pipeline.models.device import device_kind
 from pipeline.protocol import Cell
 from pipeline.stages.report import read_results
 
@@ -53,6 +59,42 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--method", choices=("ig", "gradcam", "both"), default="both")
     parser.add_argument("--steps", type=int, default=DEFAULT_STEPS,
                         help=f"integrated gradients' trapezoid intervals (default {DEFAULT_STEPS})")
+
+
+def netstore_mean(net_entry: str):
+    """A network entry's own mean as a list (None: the backbone's own preprocessing)."""
+    from pipeline.training.netstore import load_mean
+
+    mean = load_mean(net_entry)
+    return None if mean is None else [float(v) for v in mean]
+
+
+def attributions(config, cell: Cell, design: str, run: tuple[int, int], net_entry: str, svm,
+                 mean, images, ids: list[str], methods: list[str], steps: int) -> dict:
+    """method -> one ``Attribution`` per image of ``ids``: cached entries read back, the missing
+    ones computed as tasks (one per image and method) in this process or on the cluster of
+    ``[compute]``; TensorFlow is imported only where the tasks run."""
+    w, b = svm
+    with open_client(artifacts.compute_settings(config)) as client:
+        device = call(client, device_kind)
+        entries, tasks = {}, []
+        state = {"networks": {}, "models": {}}  # this process's; a worker keeps its own
+        for image in ids:
+            for method in methods:
+                key = attribution_key(net_entry, w, b, mean, images.key, image, method, steps,
+                                      device)
+                entry = config.cache_dir / "attributions" / short_key(key)
+                entries[image, method] = entry
+                if not entry_complete(entry):
+                    tasks.append(Task(
+                        f"{cell.name} {design} run {run[0]}/{run[1]} image {image} {method}",
+                        attribution_task, (net_entry, w, b, mean, str(images.path), image, method,
+                                           steps, key, entry,
+                                           *((state,) if client is None else ()))))
+        computed = sum(run_tasks(client, tasks, "explain"))
+    log(f"explain: {len(entries)} attributions, {computed} computed"
+        + ("" if computed else " (all cached)"))
+    return {m: [read_attribution(entries[i, m]) for i in ids] for m in methods}
 
 
 def file_stem(image: str) -> str:
@@ -117,10 +159,9 @@ def refit_svm(config, design: str, repeat: int, test_half: int, features_entry: 
     return fit, gap
 
 
-def network_of(config, features_entry: str):
-    """The stored network whose weights made a feature entry (matched by weights digest)."""
-    from pipeline.training import netstore
-
+def network_entry_of(config, features_entry: str) -> str:
+    """The stored network entry whose weights made a feature entry (matched by weights digest;
+    read from the manifests, without loading the network)."""
     digest = read_json(f"{features_entry}/manifest.json")["digest"]
     candidates = [info["entry"] for info in artifacts.networks(config).values()
                   if info["status"] == "ok"]
@@ -128,9 +169,16 @@ def network_of(config, features_entry: str):
         candidates += artifacts.read_index(config, "finetuned.csv")["entry"].tolist()
     for entry in candidates:
         if read_json(f"{entry}/manifest.json").get("digest") == digest:
-            return netstore.load(entry)
+            return str(entry)
     raise PipelineError(f"no network of networks.json or finetuned.csv made the features in "
                         f"{features_entry}; rerun `make pretrain finetune features svm`.")
+
+
+def network_of(config, features_entry: str):
+    """The stored network whose weights made a feature entry, loaded (imports TensorFlow)."""
+    from pipeline.training import netstore
+
+    return netstore.load(network_entry_of(config, features_entry))
 
 
 def chosen_images(part: pd.DataFrame, n: int, ids: list[str] | None) -> pd.DataFrame:
@@ -149,12 +197,8 @@ def chosen_images(part: pd.DataFrame, n: int, ids: list[str] | None) -> pd.DataF
 
 
 def run(args: argparse.Namespace) -> int:
-    from pipeline.explain.network import METHODS, explain_svm
     from pipeline.explain.overlay import write_grid, write_overlay
     from pipeline.explain.targets import linear_svm
-    from pipeline.models.build import feature_model
-    from pipeline.models.device import select_device
-    from pipeline.models.preprocessing import preprocess
 
     config = config_from_args(args)
     try:
@@ -165,7 +209,6 @@ def run(args: argparse.Namespace) -> int:
     if get_design(design).positive is None:
         raise PipelineError(f"--design {design}: attributions explain one decision score, so "
                             "they need a 2-class design.")
-    select_device()
     _, predictions = read_results(config)
     repeat, half, part = run_predictions(predictions, cell, design, args.run,
                                          config.path_of("predictions.csv"))
@@ -177,14 +220,15 @@ def run(args: argparse.Namespace) -> int:
     fit, gap = refit_svm(config, design, repeat, half, entry,
                          part.set_index("image")["score"].astype(float))
     w, b = linear_svm(fit.model)
-    net = network_of(config, entry)
+    net_entry = network_entry_of(config, entry)
     recorded = read_json(f"{entry}/manifest.json").get("mean")
-    mean = np.asarray(recorded, np.float32) if recorded is not None else net.mean
+    mean = recorded if recorded is not None else netstore_mean(net_entry)
     rows = chosen_images(part, args.images, args.image)
-    pixels = artifacts.target_images(config).get(rows["image"].tolist())
+    images = artifacts.target_images(config)
+    pixels = images.get(rows["image"].tolist())
     methods = list(METHODS) if args.method == "both" else [args.method]
-    maps = explain_svm(feature_model(net.model, net.spec), lambda p: preprocess(net.spec, p, mean),
-                       w, b, pixels, methods, steps=args.steps)
+    maps = attributions(config, cell, design, (repeat, half), net_entry, (w, b), mean, images,
+                        rows["image"].tolist(), methods, args.steps)
     out = config.path_of("explain") / f"{cell.name}_{design}"
     out.mkdir(parents=True, exist_ok=True)
     records, titles = [], []

@@ -91,7 +91,7 @@ def run(args: argparse.Namespace) -> int:
             jobs.append(({"source": row.source, "finetune": True, "design": row.design,
                           "repeat": int(row.repeat), "train_half": int(row.train_half),
                           "train_ids": row.train_ids}, row.entry, design_ids[row.design], None))
-    batch_size = config["extract"]["batch_size"]
+    batch_size, jit = config["extract"]["batch_size"], config["extract"]["jit_compile"]
     outputs = config["classifier"]["kind"] == "network"  # only fine-tuned cells (config check)
     with open_client(artifacts.compute_settings(config)) as client:
         if client is None:
@@ -103,14 +103,15 @@ def run(args: argparse.Namespace) -> int:
         state = {"networks": {}, "models": {}}  # this process's; a worker keeps its own
         for number, (row, net_entry, ids, mean) in enumerate(jobs, start=1):
             metadata = _metadata_of(net_entry, table, ids, config) if outputs else None
-            key = feature_key(net_entry, images, ids, batch_size, device, mean, outputs, metadata)
+            key = feature_key(net_entry, images, ids, batch_size, device, mean, outputs, metadata,
+                              jit)
             entry = config.cache_dir / "features" / short_key(key)
             if not entry_complete(entry):
                 tag = (f"[{number}/{len(jobs)}] {cell_name(row['source'], row['finetune'])} "
                        f"{row['design']} {row['repeat']}/{row['train_half']}")
                 tasks.append(Task(tag, features_task, (
                     str(net_entry), ids, entry, batch_size, device, mean, row["train_ids"] or None,
-                    tag, str(images.path), outputs, metadata,
+                    tag, str(images.path), outputs, metadata, jit,
                     *((state,) if client is None else ()))))
                 n_images += len(ids)
             rows.append({**row, "entry": str(entry)})
@@ -126,14 +127,15 @@ def run(args: argparse.Namespace) -> int:
 
 def features_task(net_entry: str, ids: list[str], entry: Path, batch_size: int, device: str,
                   mean, train_ids: str | None, tag: str, images: str, outputs: bool = False,
-                  metadata=None, state: dict | None = None) -> bool:
+                  metadata=None, jit_compile: bool = False, state: dict | None = None) -> bool:
     """Extract one feature entry (a task: in the stage's process or on a worker).
 
     ``state`` keeps the current network and one Keras model per architecture between tasks (one
     network in memory at a time); on a worker it is ``None`` and the worker process's own is used.
     ``images`` is the image cache entry's folder (opened once per process). ``outputs``: store the
     network's own softmax outputs (``classifier.kind = "network"``); ``metadata``: the encoded
-    metadata of ``ids`` for a network with a metadata branch (else None). Returns whether this
+    metadata of ``ids`` for a network with a metadata branch (else None); ``jit_compile``: the
+    forward pass XLA-compiled (``extract.jit_compile``). Returns whether this
     task computed the entry (``False``: someone else finished it first).
     """
     state = WORKER_STATE if state is None else state
@@ -146,7 +148,7 @@ def features_task(net_entry: str, ids: list[str], entry: Path, batch_size: int, 
         networks[net_entry] = netstore.load(net_entry, reuse=state["models"])
     return extract_features(networks[net_entry], open_cached(images), ids, entry,
                             batch_size=batch_size, device=device, mean=mean, train_ids=train_ids,
-                            outputs=outputs, metadata=metadata)
+                            outputs=outputs, metadata=metadata, jit_compile=jit_compile)
 
 
 # A worker process's network and models, kept between its tasks as the stage's own are.

@@ -99,6 +99,9 @@ def experiment_header(config) -> dict:
         header["metadata"] = ", ".join(config["classifier"]["metadata"]) + \
             " (one-hot with unknown, age standardised on the training half)"
     header["seed"] = config.seed
+    numerics = compute_options(config)
+    if numerics:
+        header["numerics (declared)"] = numerics
     if config["experiment"]["scaled_down"]:
         header["scaled down (declared)"] = config["experiment"]["scaled_down"]
     if config.overrides:
@@ -106,6 +109,24 @@ def experiment_header(config) -> dict:
     header["written"] = datetime.datetime.now().strftime("%Y-%m-%d %H:%M")
     header["pipeline version"] = pipeline.__version__
     return header
+
+
+def compute_options(config) -> str:
+    """The declared departures from TensorFlow's default float32 computation: XLA
+    (``jit_compile``) and ``mixed_precision`` per training stage, XLA in extraction, and
+    data-parallel training (``devices = "all"``); empty when none is on."""
+    parts = []
+    for stage in ("pretrain", "finetune"):
+        recipe = config.recipe(stage)
+        if recipe.jit_compile:
+            parts.append(f"{stage} XLA (jit_compile)")
+        if recipe.mixed_precision:
+            parts.append(f"{stage} mixed_float16 on a GPU (float32 on a CPU)")
+        if config.devices(stage) == "all":
+            parts.append(f"{stage} on every device (MirroredStrategy)")
+    if config["extract"]["jit_compile"]:
+        parts.append("features XLA (jit_compile)")
+    return ", ".join(parts)
 
 
 def architectures_section(config, metrics: pd.DataFrame) -> list[str]:

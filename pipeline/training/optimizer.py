@@ -55,7 +55,8 @@ def compiled_steps(model, recipe: TrainRecipe, mixed: bool, strategy=None):
 
         optimizer, train_step = mirrored_training(strategy, model, recipe, make_optimizer)
         return optimizer, (train_step, _steps(model, optimizer, [], 0.0)[1])
-    settings = (recipe.optimizer, recipe.learning_rate, recipe.momentum, recipe.nesterov, recipe.l2)
+    settings = (recipe.optimizer, recipe.learning_rate, recipe.momentum, recipe.nesterov, recipe.l2,
+                recipe.jit_compile)
     cached = None if mixed else _COMPILED.get(model)
     if cached is not None and cached[0] == settings:
         _, optimizer, steps, initial = cached
@@ -67,17 +68,20 @@ def compiled_steps(model, recipe: TrainRecipe, mixed: bool, strategy=None):
         optimizer = keras.optimizers.LossScaleOptimizer(optimizer)
     optimizer.build(model.trainable_variables)
     kernels = [v for v in model.trainable_variables if v.name.endswith("kernel")]
-    steps = _steps(model, optimizer, kernels, recipe.l2)
+    steps = _steps(model, optimizer, kernels, recipe.l2, recipe.jit_compile)
     if not mixed:
         _COMPILED[model] = (settings, optimizer, steps, [v.numpy() for v in optimizer.variables])
     return optimizer, steps
 
 
-def _steps(model, optimizer, kernels, l2: float):
-    """The compiled training step (returns the batch's objective) and validation step."""
+def _steps(model, optimizer, kernels, l2: float, jit_compile: bool = False):
+    """The compiled training step (returns the batch's objective) and validation step; with
+    ``jit_compile`` both are XLA-compiled (else ``jit_compile`` is left unset: TensorFlow's own
+    default, as before the option existed)."""
     scaled = isinstance(optimizer, keras.optimizers.LossScaleOptimizer)
+    jit = True if jit_compile else None
 
-    @tf.function(reduce_retracing=True)
+    @tf.function(reduce_retracing=True, jit_compile=jit)
     def train_step(x, target):
         with tf.GradientTape() as tape:
             probabilities = tf.cast(model(x, training=True), tf.float32)
@@ -93,7 +97,7 @@ def _steps(model, optimizer, kernels, l2: float):
         optimizer.apply(gradients, model.trainable_variables)
         return loss
 
-    @tf.function(reduce_retracing=True)
+    @tf.function(reduce_retracing=True, jit_compile=jit)
     def val_step(x, target):
         probabilities = tf.cast(model(x, training=False), tf.float32)
         losses = keras.losses.categorical_crossentropy(target, probabilities)

@@ -193,6 +193,9 @@ def train_classifier(model: keras.Model, images: np.ndarray, y: np.ndarray, *, r
     elif len(model.inputs) != 1:
         raise PipelineError("the model has a metadata input; pass metadata=... to train it.")
     strategy, original = None, model
+    if recipe.jit_compile and devices == "all":
+        raise PipelineError("train.devices = 'all' with train.jit_compile: the mirrored step is "
+                            "not XLA-compiled; turn one off.")
     if devices == "all":
         from pipeline.training.mirrored import replicate, strategy_for_all_devices
 
@@ -212,9 +215,18 @@ def train_classifier(model: keras.Model, images: np.ndarray, y: np.ndarray, *, r
         if state["epoch"]:
             (notify or log)(f"resuming from {workdir / CHECKPOINT} after epoch {state['epoch']} "
                             f"of {recipe.epochs}")
-        _run_epochs(model, optimizer, steps, images, y, train_idx, val_idx, classes, recipe,
-                    preprocess, seed, workdir, identity, state, progress, log, on_epoch_end,
-                    metadata)
+        try:
+            _run_epochs(model, optimizer, steps, images, y, train_idx, val_idx, classes, recipe,
+                        preprocess, seed, workdir, identity, state, progress, log, on_epoch_end,
+                        metadata)
+        except tf.errors.UnimplementedError as exc:
+            if not recipe.jit_compile:
+                raise
+            raise PipelineError(
+                "train.jit_compile = true: XLA cannot compile this network's training step with "
+                f"deterministic ops ({str(exc).splitlines()[0]}); networks with max pooling "
+                "(VGG-M, VGG-16, the standard CNN) hit this. Set train.jit_compile = false (or "
+                "use a network without max pooling, e.g. efficientnet-lite0).") from None
         if state["best"] is not None:
             assign_all(model.weights, state["best"])
     finally:

@@ -1,5 +1,6 @@
-"""The finetune and features stages as task farms on a Dask cluster (pipeline.compute), on the
-tiny experiment of tests/stages/test_stages.py (VGG-M at 48 px, 1/16 width, 2 repeats).
+"""The pretrain, finetune, features and explain stages as task farms on a Dask cluster
+(pipeline.compute), on the tiny experiment of tests/experiment_fixture.py (VGG-M at 48 px, 1/16
+width, 2 repeats; here cells none and none+ft, 48 cases).
 
 A ``LocalCluster`` of 2 worker processes is started here and handed to the stages by address
 (``compute.scheduler = "tcp://..."``, the path a ``local-cluster`` or SLURM run takes too), with
@@ -24,8 +25,10 @@ import time
 from pathlib import Path
 
 import distributed  # the `dask` extra, installed by `make test`
+import pandas as pd
 import pytest
 
+from experiment_fixture import build_tiny, run_stage
 from pipeline.cache.entries import entry_complete
 from pipeline.cache.files import read_json
 from pipeline.cli import main
@@ -33,42 +36,10 @@ from pipeline.errors import PipelineError
 
 pytestmark = pytest.mark.slow
 
-CONFIG = """
-[experiment]
-name = "tiny"
-seed = 3
-cells = ["none", "none+ft"]
-cache_dir = "{cache}"
-
-[data]
-dataset = "derm7pt"
-root = "{root}"
-
-[folds]
-designs = ["melanoma_vs_benign"]
-repeats = 2
-
-[network]
-name = "vgg-m"
-input_size = 48
-width = 0.0625
-
-[train]
-epochs = 3
-batch_size = 16
-learning_rate = 0.01
-
-[extract]
-batch_size = 8
-"""
 RESULTS = ("networks.json", "finetuned.csv", "features.csv", "metrics.csv", "predictions.csv")
 
 
-def stage(name: str, config: Path, *sets: str) -> None:
-    argv = [name, "--config", str(config)]
-    for item in sets:
-        argv += ["--set", item]
-    assert main(argv) == 0, f"stage {name} failed"
+stage = run_stage  # the stage through the command line, with --set items
 
 
 def reset_cache(base: Path, cache: Path) -> None:
@@ -101,21 +72,16 @@ def tiny(tmp_path_factory):
     """The experiment after data and folds (cache ``data-cache``) and after pretrain (``base``),
     and the local scheduler's pretrain, finetune, features and svm results (``reference``: the result files' bytes, the feature
     entries' bytes, the trained networks' weight digests)."""
-    from pipeline.demo.writer import write_demo_data
-
     root = tmp_path_factory.mktemp("dask")
-    write_demo_data(root / "data", seed=1, skin_cases=48, fundus_images=8)
-    config = root / "experiments" / "tiny.toml"
-    config.parent.mkdir()
+    config = build_tiny(root, stages=("data", "folds"), skin_cases=48, fundus_images=8,
+                        cells=("none", "none+ft"), extra="")
     cache = root / "cache"
-    config.write_text(CONFIG.format(root=root / "data" / "derm7pt", cache=cache), encoding="utf-8")
-    for name in ("data", "folds"):
-        stage(name, config)
     shutil.copytree(cache, root / "data-cache")
     stage("pretrain", config)
     shutil.copytree(cache, root / "base")
     for name in ("finetune", "features", "svm"):
         stage(name, config)
+    shutil.copytree(cache, root / "full")
     out = config.with_suffix("")
     reference = {"files": {n: (out / n).read_bytes() for n in RESULTS},
                  "features": feature_bytes(cache), "networks": network_digests(cache)}
@@ -148,6 +114,78 @@ def test_a_cluster_of_two_workers_gives_byte_identical_results(tiny, cluster):
         assert (out / name).read_bytes() == reference["files"][name], f"{name} differs"
     assert feature_bytes(cache) == reference["features"], "feature entries differ"
     assert network_digests(cache) == reference["networks"], "fine-tuned weights differ"
+
+
+EXPLAIN = ["explain", "--cell", "none+ft", "--design", "melanoma_vs_benign", "--run", "2/1",
+           "--images", "3", "--steps", "16"]
+
+
+def explain_outputs(config: Path, cache: Path) -> dict[str, bytes]:
+    """The explain stage's files and attribution entries' maps, by name."""
+    folder = config.with_suffix("") / "explain" / "none+ft_melanoma_vs_benign"
+    files = {p.name: p.read_bytes() for p in folder.iterdir()}
+    files.update({f"entry {p.parent.name}": p.read_bytes()
+                  for p in (cache / "attributions").glob("*/values.npy")})
+    return files
+
+
+def test_explain_on_two_workers_is_byte_identical_and_its_parent_never_imports_tensorflow(
+        tiny, cluster):
+    config, cache, base, reference = tiny
+    address, client = cluster
+    reset_cache(base.with_name("full"), cache)
+    out = config.with_suffix("")
+    for name, data in reference["files"].items():
+        (out / name).write_bytes(data)
+    shutil.rmtree(out / "explain", ignore_errors=True)
+    assert main([EXPLAIN[0], "--config", str(config), *EXPLAIN[1:]]) == 0
+    local = explain_outputs(config, cache)
+    # 3 images x 2 methods: an overlay and an entry each, the grid and attributions.csv
+    assert sum(n.startswith("entry ") for n in local) == 6 and len(local) == 6 + 6 + 2
+    shutil.rmtree(out / "explain")
+    shutil.rmtree(cache / "attributions")
+    argv = [EXPLAIN[0], "--config", str(config), *EXPLAIN[1:], "--set",
+            f"compute.scheduler={address}"]
+    code = ("import sys; from pipeline.cli import main; "
+            f"rc = main({argv!r}); sys.exit(rc or ('tensorflow' in sys.modules and 17))")
+    with distributed.get_task_stream(client) as stream:
+        result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                                timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert sum("explain-" in str(t["key"]) for t in stream.data) == 6, \
+        "the attributions were not computed on the cluster, one task each"
+    assert "6 attributions, 6 computed" in result.stderr
+    assert explain_outputs(config, cache) == local
+    # A rerun with 4 images (spread over the ranking again) computes only the new images' entries.
+    table = out / "explain" / "none+ft_melanoma_vs_benign" / "attributions.csv"
+    before = set(pd.read_csv(table, dtype={"image": str})["image"])
+    more = [a if a != "3" else "4" for a in argv]
+    capture = subprocess.run([sys.executable, "-m", "pipeline", *more], capture_output=True,
+                             text=True, timeout=300)
+    assert capture.returncode == 0, capture.stderr[-3000:]
+    new = set(pd.read_csv(table, dtype={"image": str})["image"]) - before
+    assert new and f"8 attributions, {2 * len(new)} computed" in capture.stderr
+
+
+def test_a_failed_explain_task_is_reraised_naming_its_cell_design_run_and_image(tiny, cluster,
+                                                                                capsys):
+    config, cache, base, reference = tiny
+    address, _ = cluster
+    reset_cache(base.with_name("full"), cache)
+    out = config.with_suffix("")
+    for name, data in reference["files"].items():
+        (out / name).write_bytes(data)
+    shutil.rmtree(cache / "attributions", ignore_errors=True)
+    capsys.readouterr()
+    steps = EXPLAIN.index("--steps") + 1  # 0 steps: each task's integrated gradients refuse
+    argv = [*EXPLAIN[:steps], "0", *EXPLAIN[steps + 1:]]
+    assert main([argv[0], "--config", str(config), *argv[1:], "--method", "ig",
+                 "--set", f"compute.scheduler={address}"]) == 2
+    err = capsys.readouterr().err
+    assert re.search(r"explain: 3 of 3 tasks failed", err), err
+    assert re.search(r"none\+ft melanoma_vs_benign run 2/1 image \S+ ig: PipelineError: "
+                     r"integrated gradients need steps >= 1", err), err
+    assert not list((cache / "attributions").glob("*/manifest.json"))
 
 
 def _held_locks(folder: Path) -> list[Path]:

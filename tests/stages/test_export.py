@@ -21,67 +21,24 @@ from sklearn.model_selection import StratifiedShuffleSplit
 from sklearn.preprocessing import normalize
 from sklearn.svm import SVC
 
+from experiment_fixture import build_tiny, out
 from pipeline.cli import main
 
 pytestmark = pytest.mark.slow
 
-CONFIG = """
-[experiment]
-name = "tiny"
-seed = 3
-cells = ["none", "none+ft", "retinopathy"]
-cache_dir = "{cache}"
-scaled_down = "test scale"
-
-[data]
-dataset = "derm7pt"
-root = "{root}/derm7pt"
-
-[folds]
-designs = ["melanoma_vs_benign", "melanoma_vs_bcc_vs_benign"]
-repeats = 2
-
-[network]
-name = "vgg-m"
-input_size = 48
-width = 0.0625
-
-[train]
-epochs = 3
-batch_size = 16
-learning_rate = 0.01
-
-[pretrain]
-retinopathy_root = "{root}/retinopathy"
-
-[extract]
-batch_size = 8
-
+SVM = """
 [svm]
 C_grid = [10.0, 1000.0]  # large C: scores spread over a wide range, so 1e-5 is a sharp check
 validation_fraction = 0.4  # the 3-class design: every class in the validation split
 """
-STAGES = ["data", "folds", "pretrain", "finetune", "features", "svm"]
 DESIGN = "melanoma_vs_benign"
 POSITIVE, NEGATIVE = "melanoma", "benign"
 
 
 @pytest.fixture(scope="module")
 def experiment(tmp_path_factory):
-    from pipeline.demo.writer import write_demo_data
-
-    root = tmp_path_factory.mktemp("tiny")
-    write_demo_data(root / "data", seed=1, skin_cases=64, fundus_images=80)
-    config = root / "experiments" / "tiny.toml"
-    config.parent.mkdir()
-    config.write_text(CONFIG.format(root=root / "data", cache=root / "cache"), encoding="utf-8")
-    for stage in STAGES:
-        assert main([stage, "--config", str(config)]) == 0, f"stage {stage} failed"
-    return config
-
-
-def out(config: Path, *names: str) -> Path:
-    return config.with_suffix("").joinpath(*names)
+    return build_tiny(tmp_path_factory.mktemp("tiny"),
+                      designs=(DESIGN, "melanoma_vs_bcc_vs_benign"), extra=SVM)
 
 
 def files_of(config: Path) -> dict[str, str]:

@@ -20,69 +20,19 @@ import pandas as pd
 import pytest
 from sklearn.metrics import average_precision_score, roc_auc_score
 
+from experiment_fixture import STAGES as RESULT_STAGES
+from experiment_fixture import build_tiny, out, run_stage, tiny_config
 from pipeline.cli import main
 from pipeline.errors import PipelineError
 
 pytestmark = pytest.mark.slow
 
-CONFIG = """
-[experiment]
-name = "tiny"
-seed = 3
-cells = ["none", "none+ft", "retinopathy"]
-cache_dir = "{cache}"
-scaled_down = "test scale"
-
-[data]
-dataset = "derm7pt"
-root = "{root}/derm7pt"
-
-[folds]
-designs = ["melanoma_vs_benign"]
-repeats = 2
-
-[network]
-name = "vgg-m"
-input_size = 48
-width = 0.0625
-
-[train]
-epochs = 3
-batch_size = 16
-learning_rate = 0.01
-
-[pretrain]
-retinopathy_root = "{root}/retinopathy"
-
-[extract]
-batch_size = 8
-
-[report]
-difficulty_cell = "none+ft"
-"""
-STAGES = ["data", "folds", "pretrain", "finetune", "features", "svm", "report"]
-
-
-def run_stage(stage: str, config: Path) -> None:
-    assert main([stage, "--config", str(config)]) == 0, f"stage {stage} failed"
+STAGES = [*RESULT_STAGES, "report"]
 
 
 @pytest.fixture(scope="module")
 def experiment(tmp_path_factory):
-    from pipeline.demo.writer import write_demo_data
-
-    root = tmp_path_factory.mktemp("tiny")
-    write_demo_data(root / "data", seed=1, skin_cases=64, fundus_images=80)
-    config = root / "experiments" / "tiny.toml"
-    config.parent.mkdir()
-    config.write_text(CONFIG.format(root=root / "data", cache=root / "cache"), encoding="utf-8")
-    for stage in STAGES:
-        run_stage(stage, config)
-    return config
-
-
-def out(config: Path, name: str) -> Path:
-    return config.with_suffix("") / name
+    return build_tiny(tmp_path_factory.mktemp("tiny"), stages=STAGES)
 
 
 def test_result_files_follow_the_contract(experiment):
@@ -223,7 +173,7 @@ def test_second_run_of_the_network_stages_reuses_every_entry(experiment, capsys)
 
 def test_stage_without_its_input_names_the_make_target(tmp_path):
     config = tmp_path / "empty.toml"
-    config.write_text(CONFIG.format(root=tmp_path, cache=tmp_path / "cache"), encoding="utf-8")
+    config.write_text(tiny_config(tmp_path, tmp_path / "cache"), encoding="utf-8")
     with pytest.raises(PipelineError, match=r"manifest.csv is missing.*make data"):
         from pipeline.stages.svm import run
 
@@ -257,8 +207,7 @@ def test_a_stale_skipped_list_is_removed_once_the_image_is_fixed(tmp_path):
     write_demo_data(data, seed=2, skin_cases=24, fundus_images=20)
     config = tmp_path / "experiments" / "skip.toml"
     config.parent.mkdir()
-    config.write_text(CONFIG.format(root=data, cache=tmp_path / "cache")
-                      .replace('cells = ["none", "none+ft", "retinopathy"]', 'cells = ["none"]')
+    config.write_text(tiny_config(data, tmp_path / "cache", cells=("none",))
                       .replace("[data]", "[data]\nskip_bad_images = true"), encoding="utf-8")
     from pipeline.data.datasets import build_manifest
 
