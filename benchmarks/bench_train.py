@@ -122,14 +122,19 @@ def section(quick: bool = False) -> str:
     """The ``make bench`` section: training throughput per network and input size, and XLA
     (``train.jit_compile``) on against off."""
     rows = [measure(*case) for case in (QUICK if quick else CASES)]
-    xla = xla_rows(quick)
-    return "\n".join([
+    head = [
         "Command: `python benchmarks/bench_train.py" + (" --quick" if quick else "") + "`", "",
         "`pipeline.training.train.train_classifier` (the code path of `pretrain` and `finetune`: tf.data "
         "from a uint8 array, minority augmentation to balance 1:2 classes, SGD with Nesterov "
         "momentum, L2, a validation pass per epoch) on random images, networks with weights "
         "none. Images/s: training examples of the last epoch (after balancing) over its training "
-        "time; the first epoch pays for tracing.", "", table(rows), "",
+        "time; the first epoch pays for tracing.", "", table(rows), ""]
+    if quick:  # XLA's compilation alone takes ~100 s on 2 cores: a smoke run leaves it out
+        return "\n".join(head + ["XLA (`train.jit_compile`): not run with `--quick` (its "
+                                  "compilation alone takes about 100 s here); the full run "
+                                  "measures it.", ""])
+    xla = xla_rows(quick)
+    return "\n".join(head + [
         f"XLA (`train.jit_compile = true`) against the default, {xla[0]['repeats']} interleaved "
         "repeat(s) (off, on, off, on, ...), median: the same training on this machine's CPU "
         "only. The wall time includes XLA's compilation. `train.mixed_precision` is not "
