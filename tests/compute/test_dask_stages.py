@@ -129,14 +129,21 @@ def explain_outputs(config: Path, cache: Path) -> dict[str, bytes]:
     return files
 
 
-def test_explain_on_two_workers_is_byte_identical_and_its_parent_never_imports_tensorflow(
-        tiny, cluster):
-    config, cache, base, reference = tiny
-    address, client = cluster
+def restore_trained(config: Path, cache: Path, base: Path, reference: dict) -> Path:
+    """The tiny experiment as its local run left it (cache and outputs), for the explain tests;
+    returns its output folder."""
     reset_cache(base.with_name("full"), cache)
     out = config.with_suffix("")
     for name, data in reference["files"].items():
         (out / name).write_bytes(data)
+    return out
+
+
+def test_explain_on_two_workers_is_byte_identical_and_its_parent_never_imports_tensorflow(
+        tiny, cluster):
+    config, cache, base, reference = tiny
+    address, client = cluster
+    out = restore_trained(config, cache, base, reference)
     shutil.rmtree(out / "explain", ignore_errors=True)
     assert main([EXPLAIN[0], "--config", str(config), *EXPLAIN[1:]]) == 0
     local = explain_outputs(config, cache)
@@ -171,10 +178,7 @@ def test_a_failed_explain_task_is_reraised_naming_its_cell_design_run_and_image(
                                                                                 capsys):
     config, cache, base, reference = tiny
     address, _ = cluster
-    reset_cache(base.with_name("full"), cache)
-    out = config.with_suffix("")
-    for name, data in reference["files"].items():
-        (out / name).write_bytes(data)
+    out = restore_trained(config, cache, base, reference)
     shutil.rmtree(cache / "attributions", ignore_errors=True)
     capsys.readouterr()
     steps = EXPLAIN.index("--steps") + 1  # 0 steps: each task's integrated gradients refuse
