@@ -178,7 +178,7 @@ def test_a_failed_explain_task_is_reraised_naming_its_cell_design_run_and_image(
                                                                                 capsys):
     config, cache, base, reference = tiny
     address, _ = cluster
-    out = restore_trained(config, cache, base, reference)
+    restore_trained(config, cache, base, reference)
     shutil.rmtree(cache / "attributions", ignore_errors=True)
     capsys.readouterr()
     steps = EXPLAIN.index("--steps") + 1  # 0 steps: each task's integrated gradients refuse
