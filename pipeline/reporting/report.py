@@ -123,7 +123,7 @@ def _pct(value: float) -> str:
 
 
 def referral_section(predictions: pd.DataFrame, out_dir: str | os.PathLike,
-                     threshold: float = 0.0) -> list[str]:
+                     threshold: float = 0.0, score: str = "the SVM score") -> list[str]:
     """Write ``referral.csv`` and ``referral.png`` into ``out_dir``; return the report's section.
 
     ``referral.csv`` is ``pipeline.evaluation.referral.summarize_referral`` of every run of every
@@ -147,7 +147,7 @@ def referral_section(predictions: pd.DataFrame, out_dir: str | os.PathLike,
              _pct(r.sensitivity), _pct(r.specificity), _pct(r.rate_all_runs)]
             for r in points.itertuples()]
     lines += ["The model decides some test cases and refers the rest to a dermatologist "
-              f"(Menegola et al. 2017, §4), at threshold {threshold:g} on the SVM score. Two "
+              f"(Menegola et al. 2017, §4), at threshold {threshold:g} on {score}. Two "
               "policies: refer the cases whose scores are nearest the threshold; or the paper's, "
               "refer every positive call and the uncertain cases and decide only confident "
               "negatives. A positive reaches a doctor when it is referred or called positive; it "
@@ -201,7 +201,8 @@ def write_report(out_dir: str | os.PathLike, metrics: pd.DataFrame, predictions:
                  paper_difficulty: pd.DataFrame | None = PAPER_TABLE4,
                  difficulty_cell: str = "imagenet+ft", threshold: float = 0.0,
                  n_boot: int = 1000, seed: int = 0, extra_sections: Sequence[str] = (),
-                 training: pd.DataFrame | None = None, holdout: bool = False) -> Path:
+                 training: pd.DataFrame | None = None, holdout: bool = False,
+                 score: str = "the SVM score") -> Path:
     """Write ``report.md``, ``auc.png``, ``roc.png``, ``referral.png``, ``referral.csv`` and
     ``comparisons.csv`` into ``out_dir``.
 
@@ -229,6 +230,8 @@ def write_report(out_dir: str | os.PathLike, metrics: pd.DataFrame, predictions:
             not apply are left out (the paper's 5x2cv effects, Table 4 by difficulty and the
             5x2cv comparisons between cells; ``comparisons.csv`` is still written, empty); its
             own tables come in ``extra_sections``.
+        score: what the threshold applies to, in the report's words (``classifier.kind =
+            "network"``: the network's log-odds).
 
     Returns:
         The path of ``report.md``.
@@ -259,7 +262,7 @@ def write_report(out_dir: str | os.PathLike, metrics: pd.DataFrame, predictions:
 
     isic = isic_table_from_summary(summary)
     lines += ["## Metrics with 95% confidence intervals (ISIC 2016 style)", "",
-              f"In %. ACC, SE, SP and F1 at decision threshold {threshold:g} on the SVM score "
+              f"In %. ACC, SE, SP and F1 at decision threshold {threshold:g} on {score} "
               "(score > threshold = positive); for the 3-class design ACC is that of the argmax "
               "and SE, SP, F1 are melanoma against the rest; AP is averaged over one-vs-rest "
               "classes there, and AUC OvR is the reference code's macro one-vs-rest AUC. "
@@ -273,7 +276,7 @@ def write_report(out_dir: str | os.PathLike, metrics: pd.DataFrame, predictions:
               "rates averaged at fixed false-positive rates), band ±1 sd; the legend gives the "
               "mean AUC of the plotted curves (for the 3-class design: melanoma against the rest, "
               "not Table 1's one-vs-one mean).", "", "![ROC curves per design](roc.png)", ""]
-    lines += referral_section(predictions, out, threshold)
+    lines += referral_section(predictions, out, threshold, score)
     if not holdout:
         lines += _difficulty_section(predictions, manifest, difficulty_cell, paper_difficulty)
         lines += [""]

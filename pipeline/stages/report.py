@@ -221,6 +221,8 @@ def run(args: argparse.Namespace) -> int:
         paper_difficulty=PAPER_TABLE4 if faithful else None,
         difficulty_cell=config["report"]["difficulty_cell"], threshold=config["report"]["threshold"],
         seed=config.seed, training=training_rows(trained_manifests(config)),
+        score=("the network's log-odds" if config["classifier"]["kind"] == "network"
+               else "the SVM score"),
         extra_sections=isic2016_section(config, metrics)
         + (kim_rocheteau_section(config, metrics, predictions)
            if config["folds"]["scheme"] == "holdout" else architectures_section(config, metrics))

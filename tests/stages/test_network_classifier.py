@@ -162,6 +162,8 @@ def test_metrics_follow_the_contract_and_the_report_is_written(experiment):
     assert f"| {label} | 2 |" in table_a and "general practitioners (cited)" in table_a
     assert "No experiment ran this cell." in report.split("### (b)")[1]  # no ImageNet weights
     assert (out / "roc_corner.png").is_file()
+    assert "threshold 0 on the network's log-odds" in report  # no SVM here
+    assert "SVM score" not in report
 
 
 def test_network_kind_refuses_cells_without_fine_tuning(tmp_path):
