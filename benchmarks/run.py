@@ -89,8 +89,29 @@ def _commit() -> str:
         return "unknown (not a git checkout)"
 
 
-def machine() -> str:
-    """The machine section: CPU, cores, memory, OS, library versions, commit."""
+def numpy_matmul_peak(quick: bool = False) -> str:
+    """numpy's float32 matmul rate on this host (BLAS, every core): best and median of 5 timed
+    ``a @ b`` of two n x n matrices after one warm-up, 2 n^3 FLOPs each."""
+    import numpy as np
+
+    n = 1024 if quick else 4096
+    rng = np.random.default_rng(0)
+    a, b = (rng.standard_normal((n, n), dtype=np.float32) for _ in range(2))
+    a @ b
+    times = []
+    for _ in range(5):
+        start = time.perf_counter()
+        a @ b
+        times.append(time.perf_counter() - start)
+    rates = sorted(2 * n ** 3 / s / 1e9 for s in times)
+    return (f"{rates[-1]:.0f} GFLOP/s best, {rates[2]:.0f} median (numpy {np.__version__}, "
+            f"float32 {n} x {n} @ {n} x {n}, 5 repeats after a warm-up; TensorFlow's is in "
+            "section 1)")
+
+
+def machine(quick: bool = False) -> str:
+    """The machine section: CPU, cores, memory, numpy's matmul peak, OS, library versions,
+    commit."""
     cpu = _cpuinfo()
     flags = set(cpu.get("flags", "").split())
     simd = ", ".join(f for f in ("avx2", "fma", "avx512f", "avx512_bf16", "amx_tile")
@@ -101,6 +122,7 @@ def machine() -> str:
                 f"{cpu.get('cpu MHz', '?')} MHz reported; SIMD: {simd}"),
         ("cores", f"{os.cpu_count()} logical"),
         ("memory", _meminfo_gib()),
+        ("matmul peak", numpy_matmul_peak(quick)),
         ("OS", f"{platform.system()} {platform.release()}"),
         ("Python", platform.python_version()),
         ("libraries", ", ".join(f"{p} {_version(p)}" for p in PACKAGES)),
@@ -166,7 +188,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.quick:
         lines += ["**`--quick` run: tiny sizes to check the code; the figures measure "
                   "nothing.**", ""]
-    lines += ["## Machine", "", machine(),
+    lines += ["## Machine", "", machine(args.quick),
               "Timings are wall-clock on this machine and move with the load of its host (a "
               "virtual machine with 2 vCPUs): ratios are measured within one run, the methods "
               "compared alternated or run side by side; absolute times hold for this hardware "

@@ -29,4 +29,5 @@ def test_quick_benchmark_writes_every_section(tmp_path):
     for section in SECTIONS:  # each section holds a table of measured figures
         body = text.split(f"## {section}", 1)[1].split("\n## ", 1)[0]
         assert re.search(r"^\|.*\d.*\|$", body, re.M), f"no figures in {section!r}"
+    assert re.search(r"^\| matmul peak \| \d+ GFLOP/s best", text, re.M), "no measured peak"
     assert "## Machine" in text and "`--quick` run: tiny sizes to check the code" in text
