@@ -128,7 +128,8 @@ def section(quick: bool = False) -> str:
         "from a uint8 array, minority augmentation to balance 1:2 classes, SGD with Nesterov "
         "momentum, L2, a validation pass per epoch) on random images, networks with weights "
         "none. Images/s: training examples of the last epoch (after balancing) over its training "
-        "time; the first epoch pays for tracing.", "", table(rows), ""]
+        "time; the first epoch pays for tracing. One run per row (a throughput reference; no "
+        "goal is set for training).", "", table(rows), ""]
     if quick:  # XLA's compilation alone takes ~100 s on 2 cores: a smoke run leaves it out
         return "\n".join(head + ["XLA (`train.jit_compile`): not run with `--quick` (its "
                                   "compilation alone takes about 100 s here); the full run "
