@@ -257,11 +257,15 @@ def run(args: argparse.Namespace) -> int:
             # Never more workers than runs (each worker process costs seconds to start); one run
             # or n_jobs = 1 runs in this process. Results do not depend on n_jobs.
             n_jobs = svm["n_jobs"] if client is not None else _jobs(svm["n_jobs"], len(runs))
-            results = Parallel(n_jobs=n_jobs, batch_size=1)(
-                delayed(run_one)(r, folds[r.design], labels[r.design], svm, config.seed,
-                                 config["report"]["threshold"], os.getcwd(), metadata,
-                                 config["classifier"]["kind"])
-                for r in tqdm(runs, desc="svm", unit="run", file=sys.stderr))
+            args = (svm, config.seed, config["report"]["threshold"], os.getcwd(), metadata,
+                    config["classifier"]["kind"])
+            # The first run in this process, while no worker exists yet: the first fit starts
+            # without waiting for joblib's worker processes (seconds); the rest in parallel.
+            head = [] if client is not None or n_jobs == 1 or not runs else \
+                [run_one(runs[0], folds[runs[0].design], labels[runs[0].design], *args)]
+            results = head + Parallel(n_jobs=n_jobs, batch_size=1)(
+                delayed(run_one)(r, folds[r.design], labels[r.design], *args)
+                for r in tqdm(runs[len(head):], desc="svm", unit="run", file=sys.stderr))
     metrics = pd.DataFrame([row for row, _, _ in results],
                            columns=RESULT_KEYS + METRIC_COLUMNS + ["n_train", "n_test", "C"])
     predictions = pd.concat([p for _, p, _ in results], ignore_index=True) if results else \
