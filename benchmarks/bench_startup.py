@@ -2,9 +2,9 @@
 
 - Time from process start to the first SVM fit of ``python -m pipeline svm`` on a copy of the demo
   experiment: a fresh process runs ``pipeline.cli.main(["svm", ...])`` as ``python -m pipeline``
-  does, with ``select_and_fit`` wrapped to note the time of its first call (``svm.n_jobs = 1`` in
-  the copy, so the fits run in that process where the wrapper sees them; with more jobs the
-  first fit also waits for joblib's worker processes to start).
+  does, with ``select_and_fit`` wrapped to note the time of its first call, with the default
+  ``svm.n_jobs = -1`` (the stage fits its first run in that process before joblib's workers
+  start), in 5 fresh processes: best / median / worst; goal <= 2 s (median).
 - After the run, whether ``tensorflow`` or ``keras`` is in ``sys.modules``.
 - Import time of every module the stage loaded against ``import tensorflow`` (fresh processes,
   best of three), and the stage's heaviest imports from ``python -X importtime``.
@@ -25,6 +25,8 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
+PROCESSES = 5  # fresh processes timed
+GOAL_S = 2.0  # goal: first fit within 2 s of process start (median process)
 
 
 TINY = """
@@ -168,13 +170,20 @@ def section(quick: bool = False) -> str:
     from bench_extract import md_table  # not at the top: the child must import nothing extra
 
     with tempfile.TemporaryDirectory() as tmp:
-        config, note = demo_copy(Path(tmp), n_jobs=1, quick=quick)
-        started = time.time()
-        done = subprocess.run([sys.executable, __file__, "--child", str(config), repr(started)],
-                              capture_output=True, text=True, cwd=ROOT)
-        if done.returncode:
-            raise RuntimeError(f"svm stage failed:\n{done.stderr[-3000:]}")
-        run = json.loads(done.stdout.strip().splitlines()[-1])
+        # The default svm.n_jobs (-1): the stage fits its first run in the calling process
+        # before joblib's workers start, so the wrapper sees the first fit.
+        config, note = demo_copy(Path(tmp), quick=quick)
+        trials = []
+        for _ in range(PROCESSES):
+            started = time.time()
+            done = subprocess.run([sys.executable, __file__, "--child", str(config),
+                                   repr(started)], capture_output=True, text=True, cwd=ROOT)
+            if done.returncode:
+                raise RuntimeError(f"svm stage failed:\n{done.stderr[-3000:]}")
+            trials.append(json.loads(done.stdout.strip().splitlines()[-1]))
+    firsts = sorted(t["first_fit"] for t in trials)
+    run = sorted(trials, key=lambda t: t["first_fit"])[len(trials) // 2]  # the median process
+    goal = ("**met**" if firsts[len(firsts) // 2] <= GOAL_S else "**NOT met**")
     stage_modules = run["modules"]
     repeat = 1 if quick else 3
     stage_import = import_seconds(stage_modules, repeat)
@@ -182,15 +191,19 @@ def section(quick: bool = False) -> str:
     heavy = heaviest_imports(stage_modules)
     lines = [
         "Command: `python benchmarks/bench_startup.py` (a process running "
-        "`pipeline.cli.main([\"svm\", \"--config\", <copy of experiments/demo.toml with "
-        "svm.n_jobs = 1>])`, as `python -m pipeline svm` does" + (f"; {note}" if note else "")
+        "`pipeline.cli.main([\"svm\", \"--config\", <copy of experiments/demo.toml, default "
+        "svm.n_jobs>])`, as `python -m pipeline svm` does" + (f"; {note}" if note else "")
         + ").", "",
         md_table(["from process start to", "seconds"], [
             ["interpreter up (before the first import)", f"{run['interpreter']:.2f}"],
             ["`import pipeline.stages.svm` + `pipeline.cli` done",
              f"{run['interpreter'] + run['import']:.2f}"],
             ["**first SVM fit** (`select_and_fit` called)", f"**{run['first_fit']:.2f}**"],
-            ["stage finished (all demo runs, 1 job)", f"{run['total']:.2f}"]]), "",
+            ["stage finished (all runs, default n_jobs)", f"{run['total']:.2f}"]]), "",
+        f"- Default `svm.n_jobs = -1`, {PROCESSES} fresh processes; the table is the median "
+        f"process (by first fit). First fit best {firsts[0]:.2f} s / median "
+        f"{firsts[len(firsts) // 2]:.2f} s / worst {firsts[-1]:.2f} s. Goal (median <= "
+        f"{GOAL_S:g} s to first fit): {goal}.",
         f"- TensorFlow imported by the svm stage: **{'yes' if run['tensorflow'] else 'no'}** "
         f"(`'tensorflow' in sys.modules` after the run); Keras: "
         f"{'yes' if run['keras'] else 'no'}.",

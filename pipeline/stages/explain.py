@@ -143,7 +143,8 @@ def refit_svm(config, design: str, repeat: int, test_half: int, features_entry: 
     svm = config["svm"]
     fit = select_and_fit(np.asarray(X[row_of[train].to_numpy()]), labels[train].to_numpy(),
                          C_grid=svm["C_grid"], selection=svm["selection"],
-                         validation_fraction=svm["validation_fraction"], seed=config.seed,
+                         validation_fraction=svm["validation_fraction"],
+                         n_splits=svm.get("selection_splits") or None, seed=config.seed,
                          classes=get_design(design).classes)
     values = decision_scores(fit, np.asarray(X[row_of[test].to_numpy()]))
     scores = pd.DataFrame(values.reshape(len(test), -1), index=test)

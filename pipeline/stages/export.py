@@ -146,7 +146,8 @@ def export_all_data(config, cell: Cell, design: Design) -> dict:
         mean = recorded if recorded is not None else net.mean
     svm = config["svm"]
     fit = select_and_fit(X, labels, C_grid=svm["C_grid"], selection=svm["selection"],
-                         validation_fraction=svm["validation_fraction"], seed=config.seed,
+                         validation_fraction=svm["validation_fraction"],
+                         n_splits=svm.get("selection_splits") or None, seed=config.seed,
                          classes=design.classes)
     return {"fit": fit, "network": net, "mean": mean, "features": entry,
             "provenance": {"run": "all-data", "train_ids": train_ids_digest(ids),

@@ -93,6 +93,10 @@ def experiment_header(config) -> dict:
     else:
         header["svm"] = (f"C in {list(config['svm']['C_grid'])}, selection "
                          f"{config['svm']['selection']}" + (
+                             f", C by the mean validation AUC over "
+                             f"{config['svm']['selection_splits']} splits (not the paper's one)"
+                             if config["svm"].get("selection_splits") not in (0, None, 1) and
+                             config["folds"]["scheme"] != "holdout" else "") + (
                              ", chosen by AUC on the hold-out's validation part"
                              if config["folds"]["scheme"] == "holdout" else ""))
     if config["classifier"]["metadata"]:

@@ -218,10 +218,18 @@ def _svm_scores(X_train, y_train, X_test, classes, train_ids, test_ids, svm, see
         if validation is not None:
             validation = (joined(validation[0], validation[2]), *validation[1:])
     fit = select_and_fit(X_train, y_train, C_grid=svm["C_grid"], selection=svm["selection"],
-                         validation_fraction=svm["validation_fraction"], seed=seed,
+                         validation_fraction=svm["validation_fraction"],
+                         n_splits=svm.get("selection_splits") or None, seed=seed,
                          classes=classes,
                          validation=None if validation is None else validation[:2])
     return decision_scores(fit, X_test), fit.C_
+
+
+def _jobs(n_jobs: int, n_runs: int) -> int:
+    """Worker count for ``n_runs`` runs: ``n_jobs`` (-1: every core), at most ``n_runs``, >= 1."""
+    cores = os.cpu_count() or 1
+    wanted = cores if n_jobs in (-1, 0) else (n_jobs if n_jobs > 0 else cores + 1 + n_jobs)
+    return max(1, min(wanted, n_runs))
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -246,11 +254,18 @@ def run(args: argparse.Namespace) -> int:
     with open_client(artifacts.compute_settings(config)) as client:
         # On a cluster, joblib's runs go to its workers (each reads the shared feature cache).
         with parallel_config(backend="dask") if client is not None else contextlib.nullcontext():
-            results = Parallel(n_jobs=svm["n_jobs"], batch_size=1)(
-                delayed(run_one)(r, folds[r.design], labels[r.design], svm, config.seed,
-                                 config["report"]["threshold"], os.getcwd(), metadata,
-                                 config["classifier"]["kind"])
-                for r in tqdm(runs, desc="svm", unit="run", file=sys.stderr))
+            # Never more workers than runs (each worker process costs seconds to start); one run
+            # or n_jobs = 1 runs in this process. Results do not depend on n_jobs.
+            n_jobs = svm["n_jobs"] if client is not None else _jobs(svm["n_jobs"], len(runs))
+            args = (svm, config.seed, config["report"]["threshold"], os.getcwd(), metadata,
+                    config["classifier"]["kind"])
+            # The first run in this process, while no worker exists yet: the first fit starts
+            # without waiting for joblib's worker processes (seconds); the rest in parallel.
+            head = [] if client is not None or n_jobs == 1 or not runs else \
+                [run_one(runs[0], folds[runs[0].design], labels[runs[0].design], *args)]
+            results = head + Parallel(n_jobs=n_jobs, batch_size=1)(
+                delayed(run_one)(r, folds[r.design], labels[r.design], *args)
+                for r in tqdm(runs[len(head):], desc="svm", unit="run", file=sys.stderr))
     metrics = pd.DataFrame([row for row, _, _ in results],
                            columns=RESULT_KEYS + METRIC_COLUMNS + ["n_train", "n_test", "C"])
     predictions = pd.concat([p for _, p, _ in results], ignore_index=True) if results else \

@@ -281,3 +281,39 @@ def test_gram_svm_bad_parameter(params, name):
     with pytest.raises(InvalidParameterError, match=f"'{name}' parameter of GramLinearSVC"):
         model.fit(X, y)
     assert issubclass(InvalidParameterError, ValueError)
+
+
+def test_selection_splits_picks_C_by_the_mean_over_splits():
+    """``n_splits=K`` with ``paper``: C maximises the mean validation AUC over K stratified splits
+    (no class weights), each split's AUC computed with libsvm directly."""
+    X, y = blobs(120, 200, shift=0.2, seed=5)
+    result = select_and_fit(X, y, C_grid=GRID, selection="paper", n_splits=5, seed=3)
+    Xn = normalize(X.astype(np.float64))
+    splits = list(StratifiedShuffleSplit(5, test_size=0.1, random_state=3).split(Xn, y))
+    per_split = np.array([[roc_auc_score(y[va], SVC(kernel="linear", C=C).fit(Xn[tr], y[tr])
+                                         .decision_function(Xn[va])) for C in GRID]
+                          for tr, va in splits])
+    np.testing.assert_allclose(list(result.val_auc_.values()), per_split.mean(axis=0), atol=1e-9)
+    mean = per_split.mean(axis=0)
+    assert result.C_ == GRID[np.flatnonzero(mean >= mean.max() - 1e-12)[0]]
+    # it is the mean, not the first split's choice, whenever those differ
+    assert not np.allclose(per_split[0], mean)
+
+
+def test_selection_splits_deterministic_and_one_split_is_the_paper():
+    X, y = blobs(120, 200, shift=0.2, seed=6)
+    a = select_and_fit(X, y, C_grid=GRID, selection="paper", n_splits=10, seed=2)
+    b = select_and_fit(X, y, C_grid=GRID, selection="paper", n_splits=10, seed=2)
+    assert a.C_ == b.C_ and a.val_auc_ == b.val_auc_
+    np.testing.assert_array_equal(decision_scores(a, X), decision_scores(b, X))
+    one = select_and_fit(X, y, C_grid=GRID, selection="paper", n_splits=1, seed=2)
+    paper = select_and_fit(X, y, C_grid=GRID, selection="paper", seed=2)
+    assert one.C_ == paper.C_ and one.val_auc_ == paper.val_auc_
+    assert one.val_auc_ != a.val_auc_
+
+
+def test_schema_selection_splits_default_and_validation():
+    from pipeline.experiment.schema import SCHEMA
+
+    key = SCHEMA["svm"]["selection_splits"]
+    assert key.default == 0 and key.minimum == 0 and key.kind == "int"
