@@ -5,9 +5,9 @@
 image ids in row order) and ``manifest.json`` (its inputs, written last). The key
 (``feature_key``) hashes the network's weights, the feature layer, the preprocessing (network and
 mean), the image cache entry and the image list, so an existing key is never recomputed. An
-interrupted extraction resumes from its last saved chunk. Reading the uint8 image cache and
-preprocessing run in a ``tf.data`` pipeline that prefetches the next batches while the current one
-is in the network. ``load_features`` reads an entry without importing TensorFlow.
+interrupted extraction resumes from its last saved chunk. A thread reads the next batch of the uint8
+image cache while the current one is in the network; preprocessing is a traced ``tf.function``
+(the ops of ``preprocess``), the network another. ``load_features`` reads an entry without importing TensorFlow.
 """
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ from __future__ import annotations
 import os
 import sys
 import weakref
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -121,8 +122,6 @@ def _extract_into(net, images, ids, entry, inputs, batch_size, progress, stop_af
                   mean, train_ids, outputs=False, metadata=None, jit_compile=False):
     import tensorflow as tf
 
-    from pipeline.models.preprocessing import preprocess
-
     entry.mkdir(parents=True, exist_ok=True)
     fmodel, infer = _inference(net, outputs, jit_compile)
     width = int(fmodel.output_shape[-1])
@@ -140,22 +139,29 @@ def _extract_into(net, images, ids, entry, inputs, batch_size, progress, stop_af
         out = np.load(partial, mmap_mode="r+")
         log(f"  resuming at image {done} of {n}")
 
-    def batches():
-        for start in range(done, n, batch_size):
-            yield np.asarray(images.images[rows[start:start + batch_size]])
+    prep = _preprocessing(net.spec, mean, images.images.shape[1:])
+    starts = range(done, n, batch_size)
 
-    shape = images.images.shape[1:]
-    dataset = (tf.data.Dataset.from_generator(
-        batches, output_signature=tf.TensorSpec((None, *shape), tf.uint8))
-        .map(lambda x: preprocess(net.spec, x, mean), num_parallel_calls=tf.data.AUTOTUNE))
-    if metadata is not None:  # the second input of a metadata branch, in the same row order
-        side = tf.data.Dataset.from_tensor_slices(np.asarray(metadata[done:], np.float32))
-        dataset = tf.data.Dataset.zip((dataset, side.batch(batch_size)))
-    dataset = dataset.prefetch(2)
+    def read(start):  # uint8 rows of the next batch, in a thread while the network runs
+        return np.asarray(images.images[rows[start:start + batch_size]])
+
+    def batches():
+        # A plain thread reads one batch ahead: tf.data (from_generator + a parallel map +
+        # prefetch) stalled whole calls by seconds at random on 2 cores (issue 15).
+        with ThreadPoolExecutor(1) as pool:
+            ahead = pool.submit(read, starts[0]) if starts else None
+            for i, start in enumerate(starts):
+                pixels = ahead.result()
+                if i + 1 < len(starts):
+                    ahead = pool.submit(read, starts[i + 1])
+                x = prep(pixels)
+                yield x if metadata is None else (  # a metadata branch's second input
+                    x, tf.constant(np.asarray(metadata[start:start + batch_size], np.float32)))
+
     position, chunks = done, 0
     bar = tqdm(total=n, initial=done, unit="img", desc="  extract", disable=not progress,
                file=sys.stderr)
-    for step, batch in enumerate(dataset, start=1):
+    for step, batch in enumerate(batches(), start=1):
         values = infer(batch).numpy().astype(np.float32, copy=False)
         out[position:position + len(values)] = values
         position += len(values)
@@ -200,6 +206,25 @@ def _inference(net: netstore.StoredNetwork, outputs: bool = False, jit_compile: 
             lambda x: fmodel(x, training=False), reduce_retracing=True,
             jit_compile=True if jit_compile else None))
     return cached[outputs, jit_compile]
+
+
+# (spec name, mean, image shape) -> traced preprocessing: the same ops as the tf.data map had.
+_PREPROCESSING: dict = {}
+
+
+def _preprocessing(spec, mean, shape):
+    """``preprocess(spec, ., mean)`` traced once over uint8 batches of any length."""
+    import tensorflow as tf
+
+    from pipeline.models.preprocessing import preprocess
+
+    key = (spec.name, None if mean is None else np.asarray(mean, np.float32).tobytes(),
+           tuple(shape))
+    if key not in _PREPROCESSING:
+        _PREPROCESSING[key] = tf.function(
+            lambda x: preprocess(spec, x, mean),
+            input_signature=[tf.TensorSpec((None, *shape), tf.uint8)])
+    return _PREPROCESSING[key]
 
 
 def load_features(entry: str | Path) -> tuple[np.ndarray, list[str]]:

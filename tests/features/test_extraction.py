@@ -76,3 +76,30 @@ def test_reading_a_damaged_entry_names_it(setup, tmp_path):
     (entry / "features.npy").write_bytes(data[:-4])
     with pytest.raises(PipelineError, match=r"features.npy has .*\(truncated\)"):
         extract.load_features(entry)
+
+
+def test_features_are_bit_identical_to_the_former_tf_data_path(setup, tmp_path):
+    """The features equal, bit for bit, those of the tf.data input path that extraction had
+    before issue 15 (from_generator + preprocessing map + prefetch, then the same traced network
+    call), a partial last batch included."""
+    import tensorflow as tf
+
+    from pipeline.models.preprocessing import preprocess
+
+    net, images, ids = setup
+    ids = ids[:21]  # batches of 8, 8 and 5
+    extract.extract_features(net, images, ids, tmp_path / "f", batch_size=8, progress=False)
+    got, _ = extract.load_features(tmp_path / "f")
+    rows = images.index_of(ids)
+
+    def batches():
+        for start in range(0, len(ids), 8):
+            yield np.asarray(images.images[rows[start:start + 8]])
+
+    dataset = (tf.data.Dataset.from_generator(
+        batches, output_signature=tf.TensorSpec((None, *images.images.shape[1:]), tf.uint8))
+        .map(lambda x: preprocess(net.spec, x, net.mean), num_parallel_calls=tf.data.AUTOTUNE)
+        .prefetch(2))
+    _, infer = extract._inference(net)
+    want = np.concatenate([infer(batch).numpy() for batch in dataset]).astype(np.float32)
+    assert np.array_equal(np.asarray(got), want)
