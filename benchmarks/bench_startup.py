@@ -215,6 +215,17 @@ def section(quick: bool = False) -> str:
         "packages counted in the one that imports them first): "
         + ", ".join(f"{name} {seconds:.2f} s" for name, seconds in heavy) + ".",
     ]
+    imports = run["interpreter"] + run["import"]
+    weights = dict(heavy)
+    lines.append(
+        f"- Where the time goes (median process): imports {imports:.2f} s of the "
+        f"{run['first_fit']:.2f} s (scikit-learn {weights.get('sklearn', 0.0):.2f} s of them: "
+        "importing any estimator loads `sklearn.utils.fixes`, which imports `scipy.stats`; "
+        f"pandas {weights.get('pandas', 0.0):.2f} s); then {run['first_fit'] - imports:.2f} s "
+        "to read the config, manifest and folds and plan the runs (from the feature entries' "
+        "manifests; each entry's files are verified by the process that loads them)."
+        + ("" if firsts[len(firsts) // 2] <= GOAL_S else
+           " The imports of scikit-learn and pandas alone set the floor on this host."))
     return "\n".join(lines) + "\n"
 
 

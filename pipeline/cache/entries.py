@@ -76,12 +76,14 @@ def _damaged(entry: Path, detail: str) -> PipelineError:
                          "it; it will be recomputed.")
 
 
-def verify_entry(entry: str | os.PathLike) -> dict:
-    """Check a complete entry's files against its manifest; returns the manifest.
+def read_entry_manifest(entry: str | os.PathLike) -> dict:
+    """The manifest of a complete entry, its files not checked (``verify_entry`` does that).
+
+    For decisions made from the manifest alone (e.g. planning which runs read an entry), when
+    the entry's files are verified later by whatever reads them.
 
     Raises:
-        PipelineError: the entry is incomplete, or a file is missing, of another size or of other
-            content than recorded, naming the file and the fix.
+        PipelineError: the entry is incomplete or its manifest damaged, naming the fix.
     """
     entry = Path(entry)
     if not (entry / MANIFEST).is_file():
@@ -94,6 +96,18 @@ def verify_entry(entry: str | os.PathLike) -> dict:
     if _FILES not in manifest:
         raise _damaged(entry, f"its {MANIFEST} records no file digests (an entry written by an "
                               "older version)")
+    return manifest
+
+
+def verify_entry(entry: str | os.PathLike) -> dict:
+    """Check a complete entry's files against its manifest; returns the manifest.
+
+    Raises:
+        PipelineError: the entry is incomplete, or a file is missing, of another size or of other
+            content than recorded, naming the file and the fix.
+    """
+    entry = Path(entry)
+    manifest = read_entry_manifest(entry)
     for name, want in manifest[_FILES].items():
         path = entry / name
         if not path.is_file():

@@ -331,7 +331,9 @@ SCHEMA: dict[str, dict[str, Key]] = {
                                description="a C value")),
         "selection": Key(kind="choice", default="paper", choices=("paper", "reference"),
                          description="'paper': one 10% stratified split, AUC; 'reference': 10 "
-                                     "splits, class-balanced weights (the authors' code)"),
+                                     "splits, class-balanced weights and, for 3 classes, "
+                                     "libsvm's one-vs-one SVC scored by its Platt "
+                                     "probabilities (the authors' code)"),
         "validation_fraction": Key(kind="float", default=0.1, minimum=0, maximum=0.5,
                                    exclusive_minimum=True, description="validation split for C"),
         "selection_splits": Key(kind="int", default=0, minimum=0,

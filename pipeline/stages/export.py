@@ -229,6 +229,13 @@ def run(args: argparse.Namespace) -> int:
     except ValueError as exc:
         raise PipelineError(f"--cell: {exc}.") from None
     design = get_design(args.design)
+    if config["svm"]["selection"] == "reference" and len(design.classes) > 2:
+        raise PipelineError(
+            f"export writes a linear model (weights and intercept per class), but with "
+            f"svm.selection = \"reference\" the {len(design.classes)}-class design "
+            f"{design.name!r} is classified by libsvm's one-vs-one SVC with Platt probabilities "
+            f"(the authors' code), which a model folder cannot hold. Export it with "
+            f"--set svm.selection=paper, or export a 2-class design.")
     select_device()
     if args.all_data:
         result = export_all_data(config, cell, design)

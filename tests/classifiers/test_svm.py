@@ -183,6 +183,26 @@ def test_reference_protocol_agrees_with_fast_reference_selection():
     np.testing.assert_allclose(decision_scores(slow, X), decision_scores(fast, X), atol=1e-6)
 
 
+def test_fast_reference_selection_is_the_reference_protocol_for_three_classes():
+    X, y = blobs(120, 30, k=3, shift=0.15, seed=12)
+    slow = reference_protocol_fit(X, y, GRID, seed=4)
+    fast = select_and_fit(X, y, C_grid=GRID, selection="reference", seed=4)
+    # Same splits, libsvm's one-vs-one SVC with the same seeded Platt calibration, same scorer:
+    # on the Gram matrix instead of the linear kernel, so equal up to rounding.
+    np.testing.assert_allclose(list(slow.val_auc_.values()), list(fast.val_auc_.values()),
+                               atol=1e-9, err_msg="validation AUC per C")
+    assert slow.C_ == fast.C_ and fast.response_method == "predict_proba"
+    X_new = blobs(40, 30, k=3, shift=0.15, seed=13)[0]
+    # Platt's sigmoid fit amplifies the kernel's rounding to ~1e-6 in the probabilities.
+    np.testing.assert_allclose(decision_scores(fast, X_new), decision_scores(slow, X_new),
+                               atol=2e-5)
+    assert (fast.model.predict(X_new) == slow.model.predict(X_new)).all()
+    # Without class weights or on liblinear, the one-vs-rest decision values stay.
+    assert select_and_fit(X, y, C_grid=GRID, seed=4).response_method == "decision_function"
+    assert select_and_fit(X, y, C_grid=GRID, selection="reference", n_splits=2, seed=4,
+                          solver="liblinear").response_method == "decision_function"
+
+
 def test_reference_protocol_multiclass_gives_probabilities():
     X, y = blobs(90, 20, k=3, shift=0.6, seed=10)
     result = reference_protocol_fit(X, y, [0.1, 10.0], seed=0)

@@ -337,3 +337,10 @@ def test_export_errors_name_the_fix(experiment, tmp_path, capsys):
     assert "is not a model folder" in capsys.readouterr().err
     assert (tmp_path / "notes" / "todo.txt").read_text() == "keep me"
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]
+    # The 3-class `reference` classifier (Platt probabilities) has no linear model to write.
+    assert main(["export", "--config", str(experiment), "--cell", "none", "--design",
+                 "melanoma_vs_bcc_vs_benign", "--run", "1/1", "--set", "svm.selection=reference",
+                 "--out", str(tmp_path / "ref3")]) == 2
+    err = capsys.readouterr().err
+    assert "Platt probabilities" in err and "svm.selection=paper" in err
+    assert not (tmp_path / "ref3").exists()
