@@ -45,6 +45,7 @@ from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import check_is_fitted, validate_data
 
 from pipeline.errors import PipelineError
+from pipeline.classifiers.platt import GramPlattSVC, platt_svc
 from pipeline.evaluation.metrics import auc_ovo_mean, class_indices, fast_auc
 
 SELECTIONS = ("paper", "reference")
@@ -325,7 +326,7 @@ def select_and_fit(X: np.ndarray, y: Sequence, *, C_grid: Sequence[float],
             K_train, K_val = K[np.ix_(train, train)], K[np.ix_(val, train)]
         for c, C in enumerate(grid):
             if platt:
-                scores = _platt_svc("precomputed", C, seed).fit(K_train, y_idx[train]) \
+                scores = platt_svc("precomputed", C, seed).fit(K_train, y_idx[train]) \
                     .predict_proba(K_val)
             elif solver == "gram":
                 scores = _dual_decision(_fit_dual(K_train, y_idx[train], k, C, class_weight), K_val)
@@ -345,71 +346,6 @@ def select_and_fit(X: np.ndarray, y: Sequence, *, C_grid: Sequence[float],
                      val_auc_={float(C): float(a) for C, a in zip(grid, mean_auc)},
                      classes_=classes,
                      response_method="predict_proba" if platt else "decision_function")
-
-
-class _PlattSVC(SVC):
-    """``SVC(probability=True)`` without scikit-learn 1.9's deprecation warning for it.
-
-    Reproducing the reference code's 3-class classifier needs libsvm's Platt probabilities.
-    """
-
-    def fit(self, X, y, sample_weight=None):
-        with warnings.catch_warnings():
-            warnings.filterwarnings("ignore", message=".*probability.*", category=FutureWarning)
-            return super().fit(X, y, sample_weight=sample_weight)
-
-
-class GramPlattSVC(ClassifierMixin, BaseEstimator):
-    """The reference code's multiclass SVC, solved on the Gram matrix.
-
-    ``SVC(kernel="linear", probability=True, class_weight="balanced", random_state=seed)``:
-    libsvm's one-vs-one machines, their Platt probabilities (fitted by libsvm's internal 5-fold
-    cross-validation, seeded) coupled into one probability per class. Fitted here with
-    ``kernel="precomputed"`` on K = X Xᵀ (the same problem, ~50x faster on 500 x 4096 features);
-    the support vectors are kept to compute the kernel of new samples.
-
-    Args:
-        C: regularisation parameter (> 0).
-        seed: ``random_state`` of libsvm's calibration folds.
-    """
-
-    def __init__(self, C: float = 1.0, seed: int = 0):
-        self.C = C
-        self.seed = seed
-
-    def fit(self, X, y) -> "GramPlattSVC":
-        X, y = validate_data(self, X, y, dtype=np.float64)
-        check_classification_targets(y)
-        self.svc_ = _platt_svc("precomputed", self.C, self.seed).fit(X @ X.T, y)
-        self.classes_ = self.svc_.classes_
-        self.n_train_ = len(X)
-        self.support_vectors_ = X[self.svc_.support_]
-        return self
-
-    def _kernel(self, X) -> np.ndarray:
-        # libsvm reads a precomputed kernel row only at the support vectors' columns.
-        check_is_fitted(self)
-        X = validate_data(self, X, dtype=np.float64, reset=False)
-        K = np.zeros((len(X), self.n_train_))
-        K[:, self.svc_.support_] = X @ self.support_vectors_.T
-        return K
-
-    def predict_proba(self, X) -> np.ndarray:
-        """Array of shape (n, n_classes): the coupled Platt probabilities."""
-        return self.svc_.predict_proba(self._kernel(X))
-
-    def decision_function(self, X) -> np.ndarray:
-        """libsvm's one-vs-one decision values (``decision_function_shape="ovr"``)."""
-        return self.svc_.decision_function(self._kernel(X))
-
-    def predict(self, X) -> np.ndarray:
-        return self.svc_.predict(self._kernel(X))
-
-
-def _platt_svc(kernel: str, C: float, seed: int) -> SVC:
-    """The reference code's SVC: balanced class weights, Platt probabilities seeded by ``seed``."""
-    return _PlattSVC(kernel=kernel, C=float(C), probability=True, class_weight="balanced",
-                     random_state=seed)
 
 
 def decision_scores(result: FitResult, X: np.ndarray) -> np.ndarray:
