@@ -44,8 +44,8 @@ from sklearn.utils.class_weight import compute_class_weight
 from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import check_is_fitted, validate_data
 
-from pipeline.errors import PipelineError
 from pipeline.classifiers.platt import GramPlattSVC, platt_svc
+from pipeline.errors import PipelineError
 from pipeline.evaluation.metrics import auc_ovo_mean, class_indices, fast_auc
 
 SELECTIONS = ("paper", "reference")
