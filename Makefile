@@ -25,7 +25,7 @@ PY := $(VENV)/bin/python
 RUN := $(PY) -m pipeline
 INSTALLED := $(VENV)/.installed
 
-.PHONY: all demo demo-kr demo-data test bench help clean clean-cache data folds pretrain finetune features \
+.PHONY: all demo demo-kr demo-data test test-quick bench help clean clean-cache data folds pretrain finetune features \
         svm report compare FORCE
 
 ## all: run every stage of $(EXP) up to report.md
@@ -57,9 +57,14 @@ demo-data: demo_data/manifest.json
 demo_data/manifest.json: | $(INSTALLED)
 	$(RUN) demo-data --out demo_data
 
-## test: the test suite
+## test: the test suite, on up to 4 cores (pytest-xdist; TEST_WORKERS=1 runs it in one process)
+TEST_WORKERS ?= $(shell n=$$(nproc 2>/dev/null || echo 2); echo $$(( n > 4 ? 4 : n )))
 test: $(INSTALLED)
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q -n $(TEST_WORKERS) --dist worksteal
+
+## test-quick: the suite without its end-to-end and benchmark tests (marked slow), for local runs
+test-quick: $(INSTALLED)
+	$(PY) -m pytest -q -n $(TEST_WORKERS) --dist worksteal -m "not slow"
 
 ## bench: measure every stage, write BENCHMARKS.md (BENCH=--quick: a one-minute smoke run into features_cache/)
 BENCH ?=
@@ -81,7 +86,7 @@ $(INSTALLED): setup.cfg pyproject.toml
 FOLDS_FILES ?=
 LABEL_FILES ?=
 REPORT_DEPS ?=
-NO_EXPERIMENT := clean clean-cache help test bench demo demo-kr demo-data
+NO_EXPERIMENT := clean clean-cache help test test-quick bench demo demo-kr demo-data
 ifneq ($(filter-out $(NO_EXPERIMENT),$(or $(MAKECMDGOALS),all)),)
 include $(STAMPS)/deps.mk
 endif

@@ -100,6 +100,8 @@ def overhead(quick: bool) -> tuple[list[list], float, int]:
             "compute.scheduler=local-cluster", "compute.workers=1"),
             "Dask, LocalCluster of 2 workers": ("compute.scheduler=local-cluster",
                                                 "compute.workers=2")}
+        if quick:  # one cluster start is enough to check the code (each imports TensorFlow)
+            del paths["Dask, LocalCluster of 2 workers"]
         times: dict[str, list[float]] = {name: [] for name in paths}
         for _ in range(repeat):  # alternated, so the host's load hits every path alike
             for name, sets in paths.items():

