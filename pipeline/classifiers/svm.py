@@ -34,12 +34,11 @@ from numbers import Real
 from typing import Sequence
 
 import numpy as np
-from sklearn.base import BaseEstimator, ClassifierMixin, _fit_context
+from sklearn.base import BaseEstimator, ClassifierMixin
 from sklearn.model_selection import GridSearchCV, StratifiedShuffleSplit
 from sklearn.pipeline import Pipeline, make_pipeline
 from sklearn.preprocessing import Normalizer, normalize
 from sklearn.svm import SVC, LinearSVC
-from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.class_weight import compute_class_weight
 from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import check_is_fitted, validate_data
@@ -77,19 +76,26 @@ class GramLinearSVC(ClassifierMixin, BaseEstimator):
         feature_names_in_: feature names seen in ``fit`` (only when ``X`` had string column names).
     """
 
-    _parameter_constraints: dict = {
-        "C": [Interval(Real, 0.0, None, closed="neither")],
-        "class_weight": [dict, StrOptions({"balanced"}), None],
-        "tol": [Interval(Real, 0.0, None, closed="neither")],
-    }
-
     def __init__(self, C: float = 1.0, class_weight=None, tol: float = 1e-3):
         self.C = C
         self.class_weight = class_weight
         self.tol = tol
 
-    @_fit_context(prefer_skip_nested_validation=True)
+    def _check_params(self) -> None:
+        """Raise ``ValueError`` naming the parameter unless C and tol are reals > 0 and
+        class_weight is None, "balanced" or a dict (checked in ``fit``, as scikit-learn does)."""
+        for name in ("C", "tol"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, Real) or not value > 0:
+                raise ValueError(f"The '{name}' parameter of GramLinearSVC must be a real number "
+                                 f"> 0. Got {value!r} instead.")
+        weight = self.class_weight
+        if not (weight is None or weight == "balanced" or isinstance(weight, dict)):
+            raise ValueError("The 'class_weight' parameter of GramLinearSVC must be None, "
+                             f"'balanced' or a dict label -> weight. Got {weight!r} instead.")
+
     def fit(self, X, y) -> "GramLinearSVC":
+        self._check_params()
         X, y = validate_data(self, X, y, dtype=np.float64)
         check_classification_targets(y)
         self.classes_, y_idx = np.unique(y, return_inverse=True)
