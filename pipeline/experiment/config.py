@@ -16,6 +16,7 @@ Results of ``experiments/<name>.toml`` go to ``experiments/<name>/``.
 
 from __future__ import annotations
 
+import difflib
 import os
 import re
 import tomllib
@@ -107,6 +108,24 @@ def _expand(value: str, where: str) -> str:
     return _VAR.sub(sub, value)
 
 
+def _nearest_keys(section: str, key: str) -> str:
+    """The hint for an unknown ``section.key``: the nearest valid keys (difflib), the section's
+    keys, and where every key is described."""
+    names = [f"{s}.{k}" for s in SCHEMA for k in SCHEMA[s]]
+    near = difflib.get_close_matches(f"{section}.{key}", names, n=3, cutoff=0.6)
+    if not near:  # the right key under another section
+        keys = difflib.get_close_matches(key, sorted({n.split(".", 1)[1] for n in names}), n=2,
+                                         cutoff=0.8)
+        near = [n for n in names if n.split(".", 1)[1] in keys][:3]
+    parts = [f"Did you mean {' or '.join(f'`{n}`' for n in near)}?"] if near else []
+    if section in SCHEMA:
+        parts.append(f"Keys of [{section}]: {', '.join(SCHEMA[section])}.")
+    else:
+        parts.append(f"Sections: {', '.join(SCHEMA)}.")
+    parts.append("Every key, its default and its meaning: pipeline/experiment/schema.py (SCHEMA).")
+    return " ".join(parts)
+
+
 def _apply_overrides(raw: dict, overrides: Sequence[str], path: Path) -> dict:
     """``raw`` with each ``section.key=VALUE`` of ``overrides`` set (VALUE parsed as TOML)."""
     out = {section: dict(keys) if isinstance(keys, dict) else keys for section, keys in raw.items()}
@@ -117,9 +136,8 @@ def _apply_overrides(raw: dict, overrides: Sequence[str], path: Path) -> dict:
             raise PipelineError(f"--set {item!r} for {path}: write section.key=VALUE, e.g. "
                                 "--set train.epochs=2 or --set 'svm.C_grid=[0.1, 1.0]'.")
         if section not in SCHEMA or key not in SCHEMA[section]:
-            known = ", ".join(f"{s}.{k}" for s in SCHEMA for k in SCHEMA[s])
             raise PipelineError(f"--set {item!r} for {path}: there is no key `{section}.{key}`. "
-                                f"Known keys: {known}.")
+                                + _nearest_keys(section, key))
         try:
             value = tomllib.loads(f"value = {text.strip()}")["value"]
         except tomllib.TOMLDecodeError:
@@ -137,8 +155,11 @@ def validate(raw: dict, path: Path | str, overrides: Sequence[str] = ()) -> Conf
     raw = _apply_overrides(raw, overrides, path)
     unknown_sections = sorted(set(raw) - set(SCHEMA))
     if unknown_sections:
-        raise PipelineError(f"{path}: unknown section(s) {unknown_sections}. Allowed sections: "
-                            f"{', '.join(SCHEMA)}.")
+        near = {s: difflib.get_close_matches(s, list(SCHEMA), n=1) for s in unknown_sections}
+        hint = "; ".join(f"[{s}]: did you mean [{m[0]}]?" for s, m in near.items() if m)
+        raise PipelineError(f"{path}: unknown section(s) {unknown_sections}. "
+                            + (f"{hint}. " if hint else "")
+                            + f"Allowed sections: {', '.join(SCHEMA)}.")
     out: dict[str, dict] = {}
     for section, keys in SCHEMA.items():
         given = raw.get(section, {})
@@ -146,8 +167,10 @@ def validate(raw: dict, path: Path | str, overrides: Sequence[str] = ()) -> Conf
             raise PipelineError(f"{path}: `{section}` must be a table ([{section}]).")
         unknown = sorted(set(given) - set(keys))
         if unknown:
-            raise PipelineError(f"{path}: unknown key(s) {', '.join(f'`{section}.{k}`' for k in unknown)}"
-                                f". Allowed keys in [{section}]: {', '.join(keys)}.")
+            raise PipelineError(f"{path}: unknown key `{section}.{unknown[0]}`"
+                                + (f" (and {', '.join(f'`{section}.{k}`' for k in unknown[1:])})"
+                                   if len(unknown) > 1 else "") + ". "
+                                + _nearest_keys(section, unknown[0]))
         out[section] = {}
         for name, key in keys.items():
             where = f"`{section}.{name}` in {path}"

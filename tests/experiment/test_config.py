@@ -63,8 +63,8 @@ def test_stage_overrides_only_their_stage(tmp_path):
     ('[train]\nepochs = 0', ["`train.epochs`", "integer >= 1", "0"]),
     ('[train]\nmomentum = "fast"', ["`train.momentum`", "number", "'fast'"]),
     ('[folds]\ndesigns = ["melanoma_vs_all"]', ["`folds.designs`", "malignant_vs_benign"]),
-    ('[svm]\nCgrid = [1.0]', ["unknown key", "`svm.Cgrid`", "C_grid"]),
-    ('[svmm]\nC_grid = [1.0]', ["unknown section", "svmm"]),
+    ('[svm]\nCgrid = [1.0]', ["unknown key", "`svm.Cgrid`", "Did you mean `svm.C_grid`?"]),
+    ('[svmm]\nC_grid = [1.0]', ["unknown section", "svmm", "did you mean [svm]?"]),
     ('[network]\nname = "alexnet"', ["`network.name`", "alexnet", "vgg-m", "vgg16"]),
 ])
 def test_errors_name_key_file_allowed_and_received(tmp_path, snippet, words):
@@ -74,6 +74,24 @@ def test_errors_name_key_file_allowed_and_received(tmp_path, snippet, words):
     message = str(err.value)
     for word in words + [str(path)]:
         assert word in message, f"{word!r} not in {message!r}"
+
+
+@pytest.mark.parametrize("item, nearest", [
+    ('svm.selecton="reference"', "Did you mean `svm.selection` or `svm.selection_splits`?"),
+    ("train.epoch=2", "Did you mean `train.epochs`"),
+    ("svm.epochs=2", "Did you mean `train.epochs`"),  # the key under another section
+])
+def test_a_mistyped_key_names_the_nearest_keys_not_all_of_them(tmp_path, item, nearest):
+    from pipeline.experiment.schema import SCHEMA
+
+    with pytest.raises(PipelineError) as err:
+        load_config(write(tmp_path, MINIMAL), [item])
+    message = str(err.value)
+    assert nearest in message and "pipeline/experiment/schema.py" in message
+    section = item.split(".")[0]
+    assert f"Keys of [{section}]: {', '.join(SCHEMA[section])}." in message
+    others = [f"{s}.{k}" for s in SCHEMA if s != section for k in SCHEMA[s]]
+    assert sum(f"`{name}`" in message for name in others) <= 3, message
 
 
 def test_missing_required_key_and_file(tmp_path):
