@@ -136,9 +136,11 @@ def _isic2016(root: Path) -> pd.DataFrame:
     for split, (truth, folder) in ISIC2016_FILES.items():
         table = read_published_csv(root / truth, names=["image_id", "label"])
         first = table.iloc[0] if len(table) else None
+        # A header row added by hand (the published files have none): names, no digits. A first
+        # row that holds an image id (digits) is a data row, checked like every other one.
         if first is not None and first["label"].lower() not in _ISIC2016_LABELS \
-                and not re.match(r"ISIC_\d+$", first["image_id"]):
-            table = table.iloc[1:]  # a header row added by hand; the published files have none
+                and not re.search(r"\d", first["image_id"]):
+            table = table.iloc[1:]
 
         def make(row: dict, split: str = split, folder: str = folder) -> dict:
             word = _ISIC2016_LABELS.get(row["label"].lower())

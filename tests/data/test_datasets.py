@@ -190,12 +190,17 @@ def test_isic2016_official_split_and_labels(tmp_path, header):
     assert list(frame["group"]) == list(frame["image"])
 
 
-@pytest.mark.parametrize("rows, row", [([["ISIC_0000010", "0.0"], ["ISIC_0000011", "maybe"]], 2),
-                                       ([["ISIC_0000010", "maybe"], ["ISIC_0000011", "0.0"]], 1)])
-def test_isic2016_bad_label_names_row(tmp_path, rows, row):
+@pytest.mark.parametrize("rows, row, label", [
+    ([["ISIC_0000010", "0.0"], ["ISIC_0000011", "maybe"]], 2, "maybe"),
+    ([["ISIC_0000010", "maybe"], ["ISIC_0000011", "0.0"]], 1, "maybe"),
+    # a bad first row of the headerless published file is a row, not a header to skip
+    ([["ISIC_0000010.jpg", "mel"], ["ISIC_0000011", "0.0"]], 1, "mel"),
+    ([["isic_0000010", "Melanoma"], ["ISIC_0000011", "0.0"]], 1, "Melanoma"),
+])
+def test_isic2016_bad_label_names_row(tmp_path, rows, row, label):
     make_isic2016(tmp_path)
     write_rows(tmp_path / "ISBI2016_ISIC_Part3_Test_GroundTruth.csv", rows)
-    with pytest.raises(PipelineError, match=rf"Test_GroundTruth.csv, row {row}: .*'maybe'"):
+    with pytest.raises(PipelineError, match=rf"Test_GroundTruth.csv, row {row}: .*'{label}'"):
         build_manifest("isic2016", tmp_path)
 
 
