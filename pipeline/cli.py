@@ -33,6 +33,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
                "write one cell's trained model (network + SVM) as a self-contained folder"),
     "demo-data": ("pipeline.stages.demo_data", "write the synthetic demo datasets"),
     "designs": ("pipeline.commands.designs", "print class counts per labelling design"),
+    "duplicates": ("pipeline.commands.duplicates",
+                   "list candidate near-duplicate images of a manifest (perceptual hash)"),
     "folds-import": ("pipeline.commands.folds_import", "import the reference implementation's folds"),
     "images": ("pipeline.commands.images", "decode and resize images into the image cache"),
     "networks": ("pipeline.commands.networks", "list the registered networks"),

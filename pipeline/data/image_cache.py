@@ -110,9 +110,19 @@ def open_cached(path: str | os.PathLike) -> CachedImages:
         _OPENED[name] = CachedImages(name)
     return _OPENED[name]
 
+# (path, size, mtime in ns) -> SHA-256, for this process: the data stage hashes a manifest's
+# files to find duplicates, then builds the image cache of the same files without reading them
+# again. A changed file has another size or modification time, so it is hashed anew.
+_DIGESTS: dict[tuple[str, int, int], str] = {}
+
+
 def _hash(path: str) -> tuple[str | None, str | None]:
     try:
-        return cache.hash_file(path), None
+        stat = os.stat(path)
+        known = (str(path), stat.st_size, stat.st_mtime_ns)
+        if known not in _DIGESTS:
+            _DIGESTS[known] = cache.hash_file(path)
+        return _DIGESTS[known], None
     except FileNotFoundError:
         return None, "file not found"
     except OSError as exc:
@@ -179,6 +189,16 @@ def _hashed_table(manifest: pd.DataFrame, n_jobs: int, progress: bool) -> pd.Dat
     hashed = list(tqdm(jobs, total=len(table), desc="hashing", unit="img", disable=not progress))
     table["sha256"], table["reason"] = [h for h, _ in hashed], [r for _, r in hashed]
     return table.sort_values("image", kind="stable").reset_index(drop=True)
+
+
+def file_digests(manifest: pd.DataFrame, n_jobs: int = -1, progress: bool = True
+                 ) -> dict[str, str]:
+    """Image id -> SHA-256 of its file (``abspath``), for the readable files of ``manifest``;
+    the image cache's key uses the same digests, and a later ``build_image_cache`` of these files
+    in this process does not read them again."""
+    table = _hashed_table(manifest, n_jobs, progress)
+    readable = table[table["sha256"].notna()]
+    return dict(zip(readable["image"], readable["sha256"]))
 
 
 def _decode_into(entry: Path, todo: pd.DataFrame, *, size: tuple[int, int], crop: bool,

@@ -263,6 +263,12 @@ SCHEMA: dict[str, dict[str, Key]] = {
                           description="derm7pt: keep acral lesions (the paper excludes them)"),
         "crop_black_frame": Key(kind="bool", default=True,
                                 description="crop black frames around images (the paper does)"),
+        "duplicates": Key(kind="choice", default="error", choices=("error", "group", "drop"),
+                          description="ids whose image files are the same bytes (SHA-256), in "
+                                      "the target and the extra dataset: 'error' lists them, "
+                                      "'group' keeps each file's ids in one group (one part of "
+                                      "every split), 'drop' keeps the first id of each; "
+                                      "different labels on one file are an error always"),
         "skip_bad_images": Key(kind="bool", default=False,
                                description="skip unreadable images, listing them, instead of "
                                            "failing"),

@@ -7,8 +7,9 @@ experiment and writes, atomically and only when their content changes:
   when its stamp changes, not whenever the experiment file is touched, so a new C grid reruns only
   ``svm`` and ``report``;
 - ``deps.mk``: the real files the stages read that only the config names: every folds file, the
-  dataset's label files and the other experiments the report joins. The Makefile includes it, so
-  ``make``, ``make -n`` and ``make -q`` see the same inputs.
+  dataset's label files and the other experiments the report joins, with a rule that makes a
+  joined experiment whose results are missing. The Makefile includes it, so ``make``, ``make -n``
+  and ``make -q`` see the same inputs.
 
 Because unchanged files keep their modification time, a finished run is up to date for
 ``make -q``.
@@ -99,11 +100,26 @@ def _make_quote(path: str) -> str:
             .replace(":", "\\:").replace("$", "$$"))
 
 
+def joined_rules(config: Config) -> list[str]:
+    """Make rules for the experiments ``report.architectures`` joins: results that are missing
+    are made by ``make all EXP=<that experiment>`` (a recursive make, so ``make -n`` prints its
+    commands and ``make -q`` asks it); results that exist are inputs like any file, so rerunning
+    a joined experiment remakes this report."""
+    lines = []
+    for other in config["report"]["architectures"]:
+        folder = Path(other).with_suffix("")
+        targets = " ".join(_make_quote(str(folder / n)) for n in ("metrics.csv", "predictions.csv"))
+        lines += [f"{targets} &:",
+                  f"\t+$(MAKE) --no-print-directory all EXP={_make_quote(str(other))}"]
+    return lines
+
+
 def write_dependencies(config: Config, folder: Path) -> bool:
     """Write ``<folder>/deps.mk`` when its content changes; returns whether it did."""
     lines = [f"# Written by `python -m pipeline stamps` from {config.path}; do not edit."]
     for name, paths in make_dependencies(config).items():
         lines.append(f"{name} := " + " ".join(_make_quote(p) for p in paths))
+    lines += joined_rules(config)
     return _write_if_changed(Path(folder) / "deps.mk", "\n".join(lines) + "\n")
 
 

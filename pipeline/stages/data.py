@@ -86,11 +86,39 @@ def with_extra_melanomas(config: Config, frame: pd.DataFrame) -> pd.DataFrame:
     return out
 
 
+def without_duplicates(config: Config, frame: pd.DataFrame) -> pd.DataFrame:
+    """``frame`` after ``data.duplicates`` (``pipeline.data.duplicates``): ids of the same file
+    refused, grouped or dropped; what was grouped or dropped is listed in ``duplicates.csv``
+    (removed when a later run finds none)."""
+    from pipeline.data.duplicates import resolve_duplicates
+    from pipeline.data.image_cache import file_digests
+
+    policy = config["data"]["duplicates"]
+    digests = file_digests(frame.assign(abspath=frame["path"]))
+    attrs = dict(frame.attrs)
+    try:
+        out, found = resolve_duplicates(frame, digests, policy)
+    except PipelineError as exc:
+        raise PipelineError(f"{config.path}: {exc}") from None
+    out.attrs.update(attrs)
+    listing = config.path_of("duplicates.csv")
+    if len(found):
+        write_csv(listing, found.drop(columns="index"))
+        verb = "dropped" if policy == "drop" else "joined into one group each"
+        changed = (found["action"] == "dropped").sum() if policy == "drop" else len(found)
+        log(f"data: {changed} ids whose image files repeat another's {verb} "
+            f"(data.duplicates = \"{policy}\"), listed in {listing}")
+    elif listing.is_file():
+        listing.unlink()  # from an earlier run whose duplicates have since been removed
+    return out
+
+
 def prepare_data(config: Config) -> None:
     """The ``data`` stage: ``manifest.csv`` (and ``retinopathy_manifest.csv``) of the experiment."""
     data = config["data"]
     frame = build_manifest(data["dataset"], data["root"], keep_acral=data["keep_acral"])
     frame = with_extra_melanomas(config, frame)
+    frame = without_duplicates(config, frame)
     attrs = dict(frame.attrs)
     frame = _decoded(config, frame, "target", "")
     frame.attrs.update(attrs)

@@ -88,6 +88,15 @@ def experiment_header(config) -> dict:
                        f"±{ft.saturation_range:g}"
                        if ft.brightness_range or ft.saturation_range else ""),
     }
+    listing = config.path_of("duplicates.csv")
+    if listing.is_file():  # written by `data` under data.duplicates = "group" or "drop"
+        found = pd.read_csv(listing, dtype=str, keep_default_na=False)
+        header["duplicate images (declared)"] = (
+            f"{len(found)} ids share {found['sha256'].nunique()} image files (the same bytes); "
+            + ("each file's ids were joined into one group" if config["data"]["duplicates"]
+               == "group" else f"{(found['action'] == 'dropped').sum()} later copies were "
+               "dropped") + f" (data.duplicates = \"{config['data']['duplicates']}\"), "
+            "listed in duplicates.csv")
     if config["classifier"]["kind"] == "network":
         header["classifier"] = "the fine-tuned network's own output (log-odds), no SVM"
     else:
