@@ -38,9 +38,10 @@ DEMO_EXPLAIN := experiments/demo/explain/imagenet+ft_melanoma_vs_benign/attribut
 demo: demo-data
 	$(MAKE) --no-print-directory all EXP=experiments/demo.toml DATA_DEPS=demo_data/manifest.json \
 		REPORT_DEPS=$(DEMO_EXPLAIN)
+DEMO_EXPLAIN_IMAGES ?= 8
 $(DEMO_EXPLAIN): experiments/demo/metrics.csv
 	$(RUN) explain --config experiments/demo.toml $(foreach s,$(SET),--set '$(s)') \
-		--cell imagenet+ft --design melanoma_vs_benign --images 8
+		--cell imagenet+ft --design melanoma_vs_benign --images $(DEMO_EXPLAIN_IMAGES)
 
 ## demo-kr: Kim & Rocheteau's protocol on synthetic ISIC 2020-layout data (experiments/demo-kr/report.md)
 # Their Table 1 joins three experiments (report.architectures of demo-kr.toml), run first.

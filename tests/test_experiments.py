@@ -87,7 +87,7 @@ JOINS = {"architectures": ["vgg16-atlas"],
 # it) and the demo (`make demo`: its data, the attributions its report links); the others run
 # their stages in this process, as make's recipes call them, and then `make -q` must agree they
 # are up to date.
-THROUGH_MAKE = {"menegola2017-atlas": "all", "demo": "demo"}
+THROUGH_MAKE = {"menegola2017-atlas": ("all",), "demo": ("demo", "DEMO_EXPLAIN_IMAGES=2")}
 # The Makefile's demo targets and the experiment that finishes each: once it has run, `make -q`
 # says the target is up to date and `make -n` would run no stage.
 DEMO_TARGETS = {"demo": "demo", "demo-kr": "demo-kr"}
@@ -175,7 +175,7 @@ def write_project(root: Path) -> None:
     data = root / "data"
     # the demos' data where `make demo` and `make demo-kr` look (as `demo-data` writes it), at
     # test scale; every derm7pt and ISIC 2020 experiment reads them
-    write_demo_data(root / "demo_data", seed=5, skin_cases=80, fundus_images=120)
+    write_demo_data(root / "demo_data", seed=5, skin_cases=80, fundus_images=60)
     write_isic2020_demo(root / "demo_data_isic2020", seed=5, cases=24)  # about 14 / 5 / 5
     shutil.copytree(root / "demo_data" / "derm7pt", data / "derm7pt-atlas")
     formats.write_isic2016(data / "isic2016", root / "demo_data" / "derm7pt", n_train=30,
@@ -208,7 +208,7 @@ def run_experiment(project: dict, name: str) -> Path:
             return out
         exp = f"experiments/{name}.toml"
         if name in THROUGH_MAKE:
-            make(root, THROUGH_MAKE[name], f"EXP={exp}", set_args(values), env=project["env"])
+            make(root, *THROUGH_MAKE[name], f"EXP={exp}", set_args(values), env=project["env"])
         else:
             in_process(project, exp, values)
             assert_up_to_date(project, name, "all", f"EXP={exp}")
