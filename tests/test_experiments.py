@@ -153,6 +153,20 @@ def experiment_overrides(data: Path) -> dict[str, list[str]]:
     }
 
 
+def scratch_checkout(root: Path) -> None:
+    """The Makefile and the shipped experiments (no results) in ``root``, as a fresh checkout.
+    make's ``-o .venv/.installed`` is not passed to recursive makes (``make demo``, joined
+    experiments): old copies of the environment's inputs keep those from reinstalling it."""
+    root.mkdir(parents=True, exist_ok=True)
+    shutil.copy(ROOT / "Makefile", root / "Makefile")
+    for name in ("setup.cfg", "pyproject.toml"):
+        shutil.copy(ROOT / name, root / name)
+        os.utime(root / name, (1e9, 1e9))
+    (root / "experiments").mkdir()
+    for config in (ROOT / "experiments").glob("*.toml"):
+        shutil.copy(config, root / "experiments" / config.name)
+
+
 def write_project(root: Path) -> None:
     from pipeline.cli import main
     from pipeline.demo.isic2020 import write_isic2020_demo
@@ -161,17 +175,7 @@ def write_project(root: Path) -> None:
     from pipeline.models.registry import get_network
 
     root.mkdir(parents=True)
-    shutil.copy(ROOT / "Makefile", root / "Makefile")
-    # make's `-o .venv/.installed` is not passed to the recursive makes (`make demo`, joined
-    # experiments): old copies of the environment's inputs keep them from reinstalling it
-    for name in ("setup.cfg", "pyproject.toml"):
-        shutil.copy(ROOT / name, root / name)
-        os.utime(root / name, (1e9, 1e9))
-    shutil.copytree(ROOT / "experiments", root / "experiments",
-                    ignore=shutil.ignore_patterns("*/"), dirs_exist_ok=True)
-    for folder in list((root / "experiments").iterdir()):
-        if folder.is_dir():
-            shutil.rmtree(folder)  # results of runs in the real checkout, not wanted here
+    scratch_checkout(root)
     (root / "features_cache").mkdir()
     data = root / "data"
     # the demos' data where `make demo` and `make demo-kr` look (as `demo-data` writes it), at
@@ -255,15 +259,14 @@ def in_process(project: dict, exp: str, values: list[str]) -> None:
                 os.environ[k] = v
 
 
-def write_grid_weights(data: Path) -> dict[str, str]:
-    """``network.imagenet_weights=FILE`` for each backbone of ``GRID``: seeded random weights in
-    the file format each one reads (Keras applications' no-top HDF5 layout, a convert-torch
-    ``.weights.h5``), at 32 px; VGG-16's is the 1/16-width file the fixture writes."""
+def write_grid_weights(data: Path) -> None:
+    """``data/<backbone>.weights.h5`` for each backbone of ``GRID`` but VGG-16 (whose file is the
+    1/16-width one the fixture writes): seeded random weights in the file format each one reads
+    (Keras applications' no-top HDF5 layout, a convert-torch ``.weights.h5``), at 32 px."""
     import keras
 
     from pipeline.models.torch_backbones import TORCH_LAYOUTS
 
-    out = {"vgg16": f"network.imagenet_weights={data / 'vgg16_weights_tf_dim_ordering_tf_kernels.h5'}"}
     for net in GRID:
         if net == "vgg16":
             continue
@@ -273,11 +276,8 @@ def write_grid_weights(data: Path) -> dict[str, str]:
                 include_top=False, weights=None, input_shape=(32, 32, 3))
         else:
             model = TORCH_LAYOUTS[net].build(32, 1000)
-        path = data / f"{net}.weights.h5"
-        model.save_weights(str(path))
-        out[net] = f"network.imagenet_weights={path}"
+        model.save_weights(str(data / f"{net}.weights.h5"))
         keras.backend.clear_session()
-    return out
 
 
 # each experiment -> its results (cells x designs x repeats and halves, or runs) and its sources;
@@ -382,12 +382,7 @@ def test_the_demo_targets_dry_run_from_a_fresh_checkout(tmp_path, goal, experime
     """`make -n demo` / `make -n demo-kr` before anything ran: the data, then every stage of each
     experiment (the joined ones before the one that joins them), and nothing is written but
     stamps; `make -q` says not up to date."""
-    shutil.copy(ROOT / "Makefile", tmp_path / "Makefile")
-    for name in ("setup.cfg", "pyproject.toml"):
-        shutil.copy(ROOT / name, tmp_path / name)
-        os.utime(tmp_path / name, (1e9, 1e9))
-    shutil.copytree(ROOT / "experiments", tmp_path / "experiments",
-                    ignore=shutil.ignore_patterns("*/"))
+    scratch_checkout(tmp_path)
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
     assert make(tmp_path, "-q", goal, env=env, check=False).returncode == 1
     dry = make(tmp_path, "-n", goal, env=env).stdout
