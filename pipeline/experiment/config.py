@@ -234,6 +234,11 @@ def _cross_checks(config: Config) -> None:
     if problem:
         raise PipelineError(f"`compute.scheduler` in {path} must be {problem}. Got "
                             f"{config['compute']['scheduler']!r} instead.")
+    for stage in ("pretrain", "finetune"):
+        problem = config.recipe(stage).problem()
+        if problem:
+            raise PipelineError(f"the {stage} recipe in {path} ([train] with [{stage}]'s "
+                                f"overrides): {problem}.")
     try:
         get_network(config["network"]["name"])
     except PipelineError as exc:

@@ -22,7 +22,8 @@ from pipeline.data.vocabulary import METADATA_KEYS
 from pipeline.data.designs import DESIGNS
 from pipeline.data.images import MAX_PIXELS
 from pipeline.protocol import ALL_CELLS, TABLE1_CELLS
-from pipeline.training.recipe import AUGMENTATIONS, OPTIMIZERS, TrainRecipe
+from pipeline.training.recipe import (AUGMENTATIONS, BATCHNORM_MODES, LR_SCHEDULES, OPTIMIZERS,
+                                      TrainRecipe)
 
 KINDS = ("str", "bool", "int", "float", "choice", "list", "pair", "cells")
 
@@ -200,10 +201,25 @@ _RECIPE = dict([
     _recipe_key("jit_compile", kind="bool",
                 description="XLA-compile the training and validation steps (off: TensorFlow's "
                             "default, the paper's numbers; on: in the network's cache key)"),
-    _recipe_key("batchnorm", kind="choice", choices=("moving", "precise"),
-                description="BatchNormalization's inference statistics: Keras's 'moving' "
-                            "averages or 'precise' (recomputed over the training images every "
-                            "epoch; short runs need it)"),
+    _recipe_key("batchnorm", kind="choice", choices=BATCHNORM_MODES,
+                description="BatchNormalization layers: 'moving' (the paper's SGD on every "
+                            "layer, Keras's moving averages at inference), 'precise' (inference "
+                            "statistics recomputed over the training images every epoch; short "
+                            "runs need it) or 'frozen' (inference mode with the source network's "
+                            "statistics, scale and offset not trained: the Keras "
+                            "transfer-learning guide's fine-tuning recipe)"),
+    _recipe_key("head_epochs", kind="int", minimum=0,
+                description="linear probing, then fine-tuning (Kumar et al. 2022): the new head "
+                            "alone trains this many epochs, the body frozen in inference mode, "
+                            "before every layer trains for `epochs` (0: the paper)"),
+    _recipe_key("head_learning_rate", kind="float", minimum=0,
+                description="the new head's own learning rate, SGD only (0: learning_rate, "
+                            "the paper)"),
+    _recipe_key("lr_schedule", kind="choice", choices=LR_SCHEDULES,
+                description="'constant' (the paper) or 'cosine': per step, linear warm-up over "
+                            "warmup_epochs, then a half cosine to 0 at the end of `epochs`"),
+    _recipe_key("warmup_epochs", kind="int", minimum=0,
+                description="lr_schedule 'cosine': epochs of linear warm-up from 0"),
     _recipe_key("optimizer", kind="choice", choices=OPTIMIZERS,
                 description="'sgd' with Nesterov momentum (paper) or 'adam' (Kim & Rocheteau)"),
     _recipe_key("early_stopping_patience", kind="int", minimum=0,

@@ -18,6 +18,9 @@ from pipeline.errors import PipelineError
 from pipeline.models.registry import NetworkSpec
 
 METADATA_INPUT, METADATA_DENSE, FUSED_OUTPUT = "metadata", "metadata_dense", "fused_predictions"
+# the layers with weights the branch adds: with the backbone's own head, what a recipe's
+# head_epochs and head_learning_rate treat as the new head
+HEAD_LAYERS = (METADATA_DENSE, FUSED_OUTPUT)
 
 
 def add_metadata_branch(model: Any, spec: NetworkSpec, n_features: int, classes: int, *,

@@ -27,10 +27,27 @@ import tensorflow as tf
 
 from pipeline.models.initializers import walk_layers
 
-BATCHNORM_MODES = ("moving", "precise")
+from pipeline.training.recipe import BATCHNORM_MODES  # noqa: F401  (re-exported)
 
 # model -> (its BatchNormalization layers, the compiled statistics step)
 _STEPS: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
+
+
+def set_trainable(layers, trainable: bool) -> list:
+    """Set ``layer.trainable`` on each of ``layers``; returns ``(layer, previous)`` pairs for
+    ``restore_trainable``. A BatchNormalization layer that is not trainable runs in inference
+    mode (its moving statistics, not the batch's) even when the model is called with
+    ``training=True``, and its scale and offset leave the trainable variables (Keras 3)."""
+    changed = [(layer, layer.trainable) for layer in layers]
+    for layer in layers:
+        layer.trainable = trainable
+    return changed
+
+
+def restore_trainable(changed: list) -> None:
+    """Undo ``set_trainable`` (in reverse order)."""
+    for layer, previous in reversed(changed):
+        layer.trainable = previous
 
 
 def batchnorm_layers(model) -> list:

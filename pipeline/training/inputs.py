@@ -8,8 +8,7 @@ import keras
 import numpy as np
 
 from pipeline.errors import PipelineError
-from pipeline.training.batchnorm import BATCHNORM_MODES
-from pipeline.training.recipe import AUGMENTATIONS, OPTIMIZERS, TrainRecipe
+from pipeline.training.recipe import AUGMENTATIONS, BATCHNORM_MODES, OPTIMIZERS, TrainRecipe
 
 
 def check_images(images) -> None:
@@ -51,6 +50,8 @@ def check_inputs(model, images, y, recipe: TrainRecipe, seed) -> int:
     if recipe.batchnorm not in BATCHNORM_MODES:
         raise PipelineError(f"recipe.batchnorm must be one of {', '.join(BATCHNORM_MODES)}; got "
                             f"{recipe.batchnorm!r}.")
+    if recipe.problem():
+        raise PipelineError(f"recipe: {recipe.problem()}.")
     if recipe.epochs < 1 or recipe.batch_size < 1 or not 0 < recipe.validation_fraction < 1:
         raise PipelineError("recipe needs epochs >= 1, batch_size >= 1 and 0 < validation_fraction "
                             f"< 1; got {recipe.epochs}, {recipe.batch_size}, "

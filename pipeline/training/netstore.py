@@ -143,6 +143,7 @@ def train_and_save(entry: Path, model, spec, pixels: np.ndarray, labels: np.ndar
             the branch from).
         devices: ``"one"`` or ``"all"`` (data-parallel, ``pipeline.training.mirrored``).
     """
+    from pipeline.models.metadata_branch import HEAD_LAYERS
     from pipeline.models.preprocessing import preprocess
     from pipeline.training.train import train_classifier
 
@@ -151,7 +152,7 @@ def train_and_save(entry: Path, model, spec, pixels: np.ndarray, labels: np.ndar
                               preprocess=lambda x: preprocess(spec, x, mean), seed=seed,
                               workdir=partial, log=None, notify=console.log,
                               validation=validation, metadata=metadata,
-                              devices=devices)
+                              devices=devices, head=tuple(spec.head) + HEAD_LAYERS)
     save(entry, model, mean, {**inputs, "best_epoch": result.best_epoch,
                               "best_val_loss": result.best_val_loss,
                               "images_per_second": result.images_per_second,

@@ -36,7 +36,8 @@ from tqdm.auto import tqdm
 
 from pipeline.errors import PipelineError
 from pipeline.models.initializers import walk_layers
-from pipeline.training.batchnorm import recompute_statistics
+from pipeline.training.batchnorm import (batchnorm_layers, recompute_statistics, restore_trainable,
+                                         set_trainable)
 from pipeline.training.augment import epoch_dataset, epoch_length, epoch_plan, plain_plan
 from pipeline.training.mean import compute_mean  # noqa: F401  (re-exported)
 from pipeline.training.checkpoint import assign_all, fingerprint, load_checkpoint, save_checkpoint
@@ -114,7 +115,7 @@ def train_classifier(model: keras.Model, images: np.ndarray, y: np.ndarray, *, r
                      notify: Callable[[str], None] | None = None,
                      validation: np.ndarray | None = None,
                      metadata: np.ndarray | None = None,
-                     devices: str = "one") -> TrainResult:
+                     devices: str = "one", head: tuple[str, ...] = ()) -> TrainResult:
     """Train ``model`` in place with ``recipe``; on return it holds the best validation weights.
 
     Determinism: the function calls ``keras.utils.set_random_seed(seed)`` (Python, NumPy's global
@@ -156,12 +157,32 @@ def train_classifier(model: keras.Model, images: np.ndarray, y: np.ndarray, *, r
             checkpoint's fingerprint.
         devices: ``"one"`` or ``"all"``: data-parallel over every GPU (or logical CPU); ``model``
             receives the trained weights (``pipeline.training.mirrored`` states the batch rule).
+        head: names of the model's top-level layers that form its new head (e.g. the registry's
+            ``spec.head``, plus a metadata branch): what ``recipe.head_epochs`` trains alone and
+            ``recipe.head_learning_rate`` applies to. Required by those two keys.
+
+    Fine-tuning options of the recipe: ``batchnorm = "frozen"`` puts every BatchNormalization
+    layer in inference mode (the source network's statistics; scale and offset not trained) for
+    the whole run; ``head_epochs`` first trains the head alone with every BatchNormalization
+    layer in inference mode and every Dropout layer outside the head off (the body is a fixed
+    feature extractor: linear probing), then every layer for ``recipe.epochs``;
+    ``lr_schedule = "cosine"`` sets the learning rate before every step of those epochs.
 
     Returns:
         The run's ``TrainResult``.
     """
     log = log or logger.info
     classes = check_inputs(model, images, y, recipe, seed)
+    head = tuple(name for name in head if name in {layer.name for layer in model.layers})
+    if (recipe.head_epochs or recipe.head_learning_rate) and not head:
+        raise PipelineError("recipe.head_epochs and recipe.head_learning_rate need the new head's "
+                            "layer names: pass head=spec.head (the registry entry's) to "
+                            "train_classifier.")
+    if devices == "all" and (recipe.head_epochs or recipe.head_learning_rate
+                             or recipe.batchnorm == "frozen" or recipe.lr_schedule != "constant"):
+        raise PipelineError("train.devices = 'all' trains every layer with a constant learning "
+                            "rate; head_epochs, head_learning_rate, batchnorm = 'frozen' and "
+                            "lr_schedule are for one device: set devices = 'one' or drop them.")
     y = np.asarray(y, np.int64)
     _seed_everything(seed)
     if validation is None:
@@ -201,12 +222,19 @@ def train_classifier(model: keras.Model, images: np.ndarray, y: np.ndarray, *, r
 
         strategy = strategy_for_all_devices()
         model = replicate(model, strategy)
-    start = [np.array(w) for w in model.trainable_weights]  # not BN statistics: they are not learned
-    policies = _set_precision(model, recipe.mixed_precision, log)
+    # frozen BN: out of the trainable variables and in inference mode, for the whole run
+    frozen = set_trainable(batchnorm_layers(model), False) if recipe.batchnorm == "frozen" else []
+    learned = list(model.trainable_weights)  # not BN statistics, nor frozen BN's scale and offset
+    start = [np.array(w) for w in learned]
+    try:
+        policies = _set_precision(model, recipe.mixed_precision, log)
+    except BaseException:
+        restore_trainable(frozen)
+        raise
     if policies and strategy is not None:
         raise PipelineError("train.devices = 'all' with train.mixed_precision: turn one off.")
     try:
-        optimizer, steps = compiled_steps(model, recipe, bool(policies), strategy)
+        optimizer, steps = compiled_steps(model, recipe, bool(policies), strategy, head)
         identity["precision"] = "mixed_float16" if policies else "float32"
         identity = json.loads(json.dumps(identity))  # tuples -> lists, as stored
         workdir = Path(workdir)
@@ -214,11 +242,11 @@ def train_classifier(model: keras.Model, images: np.ndarray, y: np.ndarray, *, r
         state = load_checkpoint(workdir / CHECKPOINT, identity, model, optimizer)
         if state["epoch"]:
             (notify or log)(f"resuming from {workdir / CHECKPOINT} after epoch {state['epoch']} "
-                            f"of {recipe.epochs}")
+                            f"of {recipe.total_epochs}")
         try:
             _run_epochs(model, optimizer, steps, images, y, train_idx, val_idx, classes, recipe,
                         preprocess, seed, workdir, identity, state, progress, log, on_epoch_end,
-                        metadata)
+                        metadata, head)
         except tf.errors.UnimplementedError as exc:
             if not recipe.jit_compile:
                 raise
@@ -232,13 +260,14 @@ def train_classifier(model: keras.Model, images: np.ndarray, y: np.ndarray, *, r
     finally:
         for layer, policy in policies:
             layer.dtype_policy = policy
+        restore_trainable(frozen)
     if strategy is not None:
         original.set_weights(model.get_weights())
     history = state["history"]
     images_trained = state["epoch_size"] * len(history)
     seconds = sum(row["train_seconds"] for row in history)
     moved = sum(float(np.sum((np.asarray(w) - a) ** 2))
-                for w, a in zip(model.trainable_weights, start))
+                for w, a in zip(learned, start))
     size = sum(float(np.sum(a.astype(np.float64) ** 2)) for a in start)
     return TrainResult(history=history, best_epoch=state["best_epoch"],
                        best_val_loss=state["best_val_loss"],
@@ -252,10 +281,12 @@ def train_classifier(model: keras.Model, images: np.ndarray, y: np.ndarray, *, r
 
 def _run_epochs(model, optimizer, steps, images, y, train_idx, val_idx, classes, recipe,
                 preprocess, seed, workdir, identity, state, progress, log, on_epoch_end,
-                metadata=None) -> None:
-    """Train from ``state['epoch'] + 1`` to ``recipe.epochs``, checkpointing after each epoch."""
+                metadata=None, head=()) -> None:
+    """Train from ``state['epoch'] + 1`` to ``recipe.total_epochs``, checkpointing after each
+    epoch: the ``recipe.head_epochs`` head epochs first, then the epochs of every layer."""
     random_states = [v for v in model.variables if "seed_generator_state" in v.path]
-    train_step, val_step = steps
+    train_step, val_step, head_step = steps
+    rate = optimizer.learning_rate
     val_data = epoch_dataset(images, y, plain_plan(val_idx), classes=classes,
                              batch_size=recipe.batch_size, preprocess=preprocess, extra=metadata)
     # precise BN: the training images as they are (no augmentation), never the validation ones
@@ -264,10 +295,12 @@ def _run_epochs(model, optimizer, steps, images, y, train_idx, val_idx, classes,
                                     extra=metadata) \
         if recipe.batchnorm == "precise" else None
     state["epoch_size"] = epoch_length(y[train_idx], recipe)
-    bar = tqdm(total=recipe.epochs, initial=state["epoch"], unit="epoch", desc="train",
+    per_epoch = math.ceil(state["epoch_size"] / recipe.batch_size)
+    bar = tqdm(total=recipe.total_epochs, initial=state["epoch"], unit="epoch", desc="train",
                disable=not progress)
     try:
-        for epoch in range(state["epoch"] + 1, recipe.epochs + 1):
+        for epoch in range(state["epoch"] + 1, recipe.total_epochs + 1):
+            probing = epoch <= recipe.head_epochs
             if stops_early(state["epoch"], state["best_epoch"], recipe):
                 log(f"early stopping after epoch {state['epoch']}: no lower validation loss "
                     f"since epoch {state['best_epoch']} (patience "
@@ -284,11 +317,17 @@ def _run_epochs(model, optimizer, steps, images, y, train_idx, val_idx, classes,
             data = epoch_dataset(images, y, plan, classes=classes, batch_size=recipe.batch_size,
                                  preprocess=preprocess, extra=metadata)
             total = tf.constant(0.0)
-            for x, target in data:
-                total += train_step(x, target) * tf.cast(tf.shape(target)[0], tf.float32)
+            rates = epoch_rates(recipe, epoch, per_epoch)
+            with _probing(model, head, probing):
+                for number, (x, target) in enumerate(data):
+                    if rates is not None:
+                        rate.assign(rates[number])
+                    batch = (head_step if probing else train_step)(x, target)
+                    total += batch * tf.cast(tf.shape(target)[0], tf.float32)
             loss = float(total) / len(plan.index)
             train_seconds = time.perf_counter() - started
-            if statistics_data is not None:  # the statistics of the weights just learned
+            # the statistics of the weights just learned (a head epoch changes no BN input)
+            if statistics_data is not None and not probing:
                 recompute_statistics(model, statistics_data)
             val_loss, val_accuracy, val_balanced = _evaluate(val_step, val_data, y[val_idx],
                                                              classes)
@@ -304,8 +343,11 @@ def _run_epochs(model, optimizer, steps, images, y, train_idx, val_idx, classes,
             row = {"epoch": epoch, "loss": loss, "val_loss": val_loss, "val_accuracy": val_accuracy,
                    "val_balanced_accuracy": val_balanced,
                    "seconds": time.perf_counter() - started, "train_seconds": train_seconds}
+            if recipe.head_epochs:
+                row["phase"] = "head" if probing else "all"
+            if rates is not None:  # the body's rate at the epoch's last step
+                row["learning_rate"] = float(rates[-1])
             if recipe.lr_decay_factor < 1:  # the rate this epoch used; decayed for the next
-                rate = optimizer.learning_rate
                 row["learning_rate"] = float(rate.numpy())
                 row["lr_decayed"] = decays(state["history"], epoch, state["best_epoch"], recipe)
                 if row["lr_decayed"]:
@@ -315,7 +357,7 @@ def _run_epochs(model, optimizer, steps, images, y, train_idx, val_idx, classes,
             current = [v.numpy() for v in model.weights]
             state["previous"] = current
             save_checkpoint(workdir / CHECKPOINT, identity, model, optimizer, state, current)
-            log(f"epoch {epoch}/{recipe.epochs}: loss {loss:.4f}, val_loss {val_loss:.4f}, "
+            log(f"epoch {epoch}/{recipe.total_epochs}{' (head only)' if probing else ''}: loss {loss:.4f}, val_loss {val_loss:.4f}, "
                 f"val_accuracy {val_accuracy:.3f}, best epoch {state['best_epoch']}, "
                 f"{row['seconds']:.1f} s, {len(plan.index) / train_seconds:.1f} images/s")
             bar.set_postfix(loss=f"{loss:.4f}", val_loss=f"{val_loss:.4f}",
@@ -325,6 +367,50 @@ def _run_epochs(model, optimizer, steps, images, y, train_idx, val_idx, classes,
                 on_epoch_end(dict(row))
     finally:
         bar.close()
+
+
+def epoch_rates(recipe: TrainRecipe, epoch: int, per_epoch: int) -> np.ndarray | None:
+    """The body's learning rate at each of the ``per_epoch`` steps of ``epoch`` (1-based, head
+    epochs counted), or ``None`` where it stays the optimizer's own (a constant schedule, a head
+    epoch): ``lr_schedule = "cosine"``, a linear warm-up from 0 over ``warmup_epochs``, then a
+    half cosine to 0 over the rest of the ``epochs``. A function of the step's position only,
+    so a resumed run sets the rates an uninterrupted one does."""
+    if recipe.lr_schedule == "constant" or epoch <= recipe.head_epochs:
+        return None
+    first = (epoch - recipe.head_epochs - 1) * per_epoch
+    step = np.arange(first, first + per_epoch, dtype=np.float64)
+    warm, total = recipe.warmup_epochs * per_epoch, recipe.epochs * per_epoch
+    decay = 0.5 * (1.0 + np.cos(np.pi * np.clip(step - warm, 0, None) / max(total - warm, 1)))
+    ramp = np.minimum((step + 1) / warm, 1.0) if warm else 1.0
+    return recipe.learning_rate * np.where(step < warm, ramp, decay)
+
+
+class _probing:
+    """While ``on``: the head epochs' body in inference mode: every BatchNormalization layer not
+    trainable (inference statistics), every Dropout layer outside ``head`` at rate 0 (Keras reads
+    the rate when the step is traced, and the head step is traced only in here)."""
+
+    def __init__(self, model, head, on: bool):
+        self.model, self.head, self.on = model, set(head), on
+        self.changed, self.rates = [], []
+
+    def __enter__(self):
+        if self.on:
+            self.changed = set_trainable(batchnorm_layers(self.model), False)
+            head_layers = [l for l in self.model.layers if l.name in self.head]
+            inside = {id(l) for layer in head_layers for l in walk_layers(layer)} \
+                | {id(l) for l in head_layers}
+            self.rates = [(l, l.rate) for l in walk_layers(self.model)
+                          if isinstance(l, keras.layers.Dropout) and id(l) not in inside]
+            for layer, _ in self.rates:
+                layer.rate = 0.0
+        return self
+
+    def __exit__(self, *exc):
+        for layer, rate in self.rates:
+            layer.rate = rate
+        restore_trainable(self.changed)
+        return False
 
 
 def stops_early(epoch: int, best_epoch: int, recipe: TrainRecipe) -> bool:
