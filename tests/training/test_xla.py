@@ -37,7 +37,7 @@ def step_inputs():
 @pytest.mark.parametrize("jit", [False, True])
 def test_the_option_reaches_the_compiled_training_and_validation_steps(jit):
     model = tiny_model(seed=7)  # a model of its own: compiled steps are cached per model
-    _, (train_step, val_step) = compiled_steps(model, TrainRecipe(jit_compile=jit), mixed=False)
+    _, (train_step, val_step, _) = compiled_steps(model, TrainRecipe(jit_compile=jit), mixed=False)
     assert must_compile(train_step, *step_inputs()) is jit
     assert must_compile(val_step, *step_inputs()) is jit
 
