@@ -115,6 +115,9 @@ def experiment_header(config) -> dict:
     numerics = compute_options(config)
     if numerics:
         header["numerics (declared)"] = numerics
+    recipes = recipe_options(config)
+    if recipes:
+        header["training recipe (declared)"] = recipes
     if config["experiment"]["scaled_down"]:
         header["scaled down (declared)"] = config["experiment"]["scaled_down"]
     if config.overrides:
@@ -122,6 +125,26 @@ def experiment_header(config) -> dict:
     header["written"] = datetime.datetime.now().strftime("%Y-%m-%d %H:%M")
     header["pipeline version"] = pipeline.__version__
     return header
+
+
+def recipe_options(config) -> str:
+    """The declared fine-tuning recipe options that depart from the paper's SGD on every layer at
+    one constant rate, per training stage (empty when none is on)."""
+    parts = []
+    for stage in ("pretrain", "finetune"):
+        recipe, on = config.recipe(stage), []
+        if recipe.batchnorm != "moving":
+            on.append(f"batchnorm {recipe.batchnorm}")
+        if recipe.head_epochs:
+            on.append(f"{recipe.head_epochs} head-only epochs first (linear probing)")
+        if recipe.head_learning_rate:
+            on.append(f"head learning rate {recipe.head_learning_rate:g}")
+        if recipe.lr_schedule != "constant":
+            on.append(f"{recipe.lr_schedule} learning-rate schedule"
+                      + (f", {recipe.warmup_epochs} warm-up epochs" if recipe.warmup_epochs else ""))
+        if on:
+            parts.append(f"{stage}: {', '.join(on)}")
+    return "; ".join(parts)
 
 
 def compute_options(config) -> str:

@@ -210,3 +210,20 @@ def test_inconsistent_recipes_are_refused(tmp_path):
         train_classifier(model_with_bn(), images, y, recipe=dataclasses.replace(
             RECIPE, head_epochs=1), preprocess=scale, seed=0, workdir=tmp_path / "w",
             progress=False)
+
+
+def test_the_report_header_declares_each_recipe_option(tmp_path):
+    from pipeline.experiment.config import load_config
+    from pipeline.stages.report import recipe_options
+
+    head = '[experiment]\nname = "x"\ncells = ["none"]\n[data]\ndataset = "derm7pt"\nroot = "r"\n'
+    path = tmp_path / "x.toml"
+    path.write_text(head + '[train]\nbatchnorm = "frozen"\n[pretrain]\nbatchnorm = "precise"\n'
+                    '[finetune]\nhead_epochs = 2\nhead_learning_rate = 0.1\n'
+                    'lr_schedule = "cosine"\nwarmup_epochs = 1\n', encoding="utf-8")
+    assert recipe_options(load_config(path)) == (
+        "pretrain: batchnorm precise; finetune: batchnorm frozen, 2 head-only epochs first "
+        "(linear probing), head learning rate 0.1, cosine learning-rate schedule, 1 warm-up epochs")
+    plain = tmp_path / "plain.toml"
+    plain.write_text(head, encoding="utf-8")
+    assert recipe_options(load_config(plain)) == ""
