@@ -123,7 +123,7 @@ def finetune_task(config: Config, plan: dict, source_entry: Path, tag: str, imag
         classes = len(plan["key_inputs"]["classes"])
         n_train = len(plan["trained"]) - (0 if plan["validation"] is None
                                           else len(plan["validation"]))
-        log(f"finetune {tag}: {n_train} images, {recipe.epochs} epochs")
+        log(f"finetune {tag}: {n_train} images, {recipe.total_epochs} epochs")
         model, spec = pool.model_for(source_entry, classes, seed)
         if encoded is not None:
             model = add_metadata_branch(model, spec, encoded.shape[1], classes, seed=seed)

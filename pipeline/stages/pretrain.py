@@ -90,7 +90,7 @@ def train_on_retinopathy(config: Config, model, spec, mean, pretrained: bool, in
             return entry
         model = replace_head(model, spec, RETINOPATHY_CLASSES, seed=config.seed)
         log(f"pretrain {source}: training on {len(y)} Retinopathy images "
-            f"({np.bincount(y, minlength=5).tolist()} per grade), {recipe.epochs} epochs")
+            f"({np.bincount(y, minlength=5).tolist()} per grade), {recipe.total_epochs} epochs")
         netstore.train_and_save(entry, model, spec, pixels, y, mean, recipe, config.seed,
                                 key_inputs, devices=config.devices("pretrain"))
     return entry
