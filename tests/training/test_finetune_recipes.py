@@ -17,8 +17,8 @@ from pipeline.errors import PipelineError
 from pipeline.experiment.config import validate
 from pipeline.training.recipe import TrainRecipe
 from pipeline.training.train import epoch_rates, split_validation, train_classifier
+from tests.training.test_batchnorm import SIZE, data, scale
 
-SIZE = 16
 RECIPE = TrainRecipe(epochs=3, batch_size=8, learning_rate=0.05, momentum=0.9,
                      validation_fraction=0.25, augment="none")
 HEAD = ("head",)
@@ -35,18 +35,6 @@ def model_with_bn(seed: int = 0, dropout: float = 0.0) -> keras.Model:
     if dropout:
         h = keras.layers.Dropout(dropout, name="body_dropout")(h)
     return keras.Model(inputs, keras.layers.Dense(2, activation="softmax", name="head")(h))
-
-
-def data(n: int = 40, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
-    rng = np.random.default_rng(seed)
-    y = np.arange(n) % 2
-    images = rng.integers(0, 120, (n, SIZE, SIZE, 3)).astype(np.uint8)
-    images[y == 1, 4:12, 4:12] = rng.integers(150, 256, ((y == 1).sum(), 8, 8, 3))
-    return images, y
-
-
-def scale(x):
-    return x / 255.0 - 0.5
 
 
 def layer_weights(model, names) -> list[np.ndarray]:
