@@ -70,8 +70,8 @@ def compiled_steps(model, recipe: TrainRecipe, mixed: bool, strategy=None, head=
     head_vars = head_variables(model, head)
     ratio = recipe.head_rate / recipe.learning_rate
     settings = (recipe.optimizer, recipe.learning_rate, recipe.momentum, recipe.nesterov, recipe.l2,
-                recipe.jit_compile, recipe.batchnorm == "frozen", tuple(head), ratio,
-                recipe.head_epochs > 0, tuple(id(v) for v in model.trainable_variables))
+                recipe.jit_compile, tuple(head), ratio, recipe.head_epochs > 0,
+                tuple(id(v) for v in model.trainable_variables))  # frozen BN: fewer variables
     cached = None if mixed else _COMPILED.get(model)
     if cached is not None and cached[0] == settings:
         _, optimizer, steps, initial = cached

@@ -41,8 +41,7 @@ class probing_body:
         if self.on:
             self.changed = set_trainable(batchnorm_layers(self.model), False)
             head_layers = [l for l in self.model.layers if l.name in self.head]
-            inside = {id(l) for layer in head_layers for l in walk_layers(layer)} \
-                | {id(l) for l in head_layers}
+            inside = {id(l) for layer in head_layers for l in walk_layers(layer)}
             self.rates = [(l, l.rate) for l in walk_layers(self.model)
                           if isinstance(l, keras.layers.Dropout) and id(l) not in inside]
             for layer, _ in self.rates:
